@@ -1,0 +1,145 @@
+"""The configuration schema: pydantic models, unknown keys refused everywhere."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from apiward.config.units import Duration, Size
+from apiward.pipeline.check import Mode
+from apiward.pipeline.registry import CHECKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError in plain words."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f'expected "host:port" like "127.0.0.1:8080", got {value!r}')
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected a port number 0-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+class Limits(Strict):
+    header_size: Size = 16 * 1024
+    header_count: int = Field(100, ge=1)
+    target_length: Size = 8 * 1024
+    body_size: Size = 1024 * 1024
+    header_timeout: Duration = 10.0
+    body_timeout: Duration = 30.0
+    keepalive_timeout: Duration = 60.0
+    max_connections: int = Field(10_000, ge=1)
+    max_connections_per_ip: int = Field(0, ge=0, description="0: no per-address limit")
+
+
+class PathRules(Strict):
+    allow_non_ascii: bool = False
+    empty_segments: Literal["reject", "merge"] = "reject"
+
+
+class Pool(Strict):
+    max_idle: int = Field(64, ge=0)
+    max_total: int = Field(1024, ge=1)
+    idle_timeout: Duration = 30.0
+
+
+class Upstream(Strict):
+    url: str
+    connect_timeout: Duration = 5.0
+    response_timeout: Duration = 60.0
+    preserve_host: bool = True
+    pool: Pool = Field(default_factory=Pool)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f'expected an upstream URL like "http://127.0.0.1:9000", got {value!r}')
+        if parts.query or parts.fragment:
+            raise ValueError("an upstream URL takes no query or fragment")
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.url).path.rstrip("/")
+
+
+class Match(Strict):
+    host: str | None = Field(None, description='exact host, or "*.example.com"')
+    path_prefix: str = "/"
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f'a path prefix starts with "/", got {value!r}')
+        return value
+
+
+ChecksConfig = create_model(  # type: ignore[call-overload]
+    "ChecksConfig",
+    __base__=Strict,
+    **{module.NAME: (module.Config | None, None) for module in CHECKS},
+)
+
+
+class Api(Strict):
+    name: str = "default"
+    match: Match = Field(default_factory=Match)
+    upstream: Upstream
+    spec: Path | None = None
+    mode: Mode = "block"
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)  # type: ignore[valid-type]
+
+
+class Events(Strict):
+    file: Path | None = None
+    stdout: bool = True
+
+
+class Config(Strict):
+    listen: str = "127.0.0.1:8080"
+    workers: int = Field(1, ge=1, le=256)
+    shutdown_timeout: Duration = 30.0
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list
+    )
+    request_id_header: str = "X-Request-ID"
+    limits: Limits = Field(default_factory=Limits)
+    paths: PathRules = Field(default_factory=PathRules)
+    events: Events = Field(default_factory=Events)
+    apis: list[Api] = Field(min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("apis")
+    @classmethod
+    def _unique_names(cls, value: list[Api]) -> list[Api]:
+        names = [api.name for api in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"API names must be unique; repeated: {', '.join(dupes)}")
+        return value
