@@ -64,7 +64,9 @@ class Upstream(Strict):
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f'expected an upstream URL like "http://127.0.0.1:9000", got {value!r}')
+            raise ValueError(
+                f'expected an upstream URL like "http://127.0.0.1:9000", got {value!r}'
+            )
         if parts.query or parts.fragment:
             raise ValueError("an upstream URL takes no query or fragment")
         parts.port  # noqa: B018 - raises ValueError for a bad port

@@ -1,0 +1,144 @@
+"""Runtime: everything compiled from one config, swapped atomically on reload.
+
+The data plane reads plain attributes from here; nothing on the request path parses
+configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from apiward.config.models import Api, Config, parse_hostport
+from apiward.events.log import EventLog
+from apiward.pipeline.check import Check
+from apiward.pipeline.registry import CHECKS
+from apiward.server.pool import UpstreamPool
+
+
+@dataclass(slots=True)
+class CompiledApi:
+    """One API: how calls are matched to it, its checks, and its upstream pool."""
+
+    name: str
+    host: str | None
+    host_suffix: str | None
+    path_prefix: str
+    head_checks: tuple[Check, ...]
+    body_checks: tuple[Check, ...]
+    pool: UpstreamPool
+    base_path: str
+    upstream_host: bytes
+    preserve_host: bool
+    response_timeout: float
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.host is not None and host != self.host:
+            return False
+        if self.host_suffix is not None and not host.endswith(self.host_suffix):
+            return False
+        prefix = self.path_prefix
+        return prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def compile_checks(api: Api) -> tuple[Check, ...]:
+    checks = []
+    for module in CHECKS:
+        check_config = getattr(api.checks, module.NAME)
+        if check_config is not None:
+            checks.append(module.build(check_config, check_config.mode or api.mode))
+    return tuple(checks)
+
+
+def compile_api(api: Api) -> CompiledApi:
+    checks = compile_checks(api)
+    host = api.match.host.lower() if api.match.host else None
+    suffix = None
+    if host and host.startswith("*."):
+        host, suffix = None, host[1:]
+    upstream = api.upstream
+    default_port = upstream.port == 80
+    upstream_host = upstream.host if default_port else f"{upstream.host}:{upstream.port}"
+    return CompiledApi(
+        name=api.name,
+        host=host,
+        host_suffix=suffix,
+        path_prefix=api.match.path_prefix,
+        head_checks=tuple(c for c in checks if not c.needs_body),
+        body_checks=tuple(c for c in checks if c.needs_body),
+        pool=UpstreamPool(
+            upstream.host,
+            upstream.port,
+            max_idle=upstream.pool.max_idle,
+            max_total=upstream.pool.max_total,
+            idle_timeout=upstream.pool.idle_timeout,
+            connect_timeout=upstream.connect_timeout,
+        ),
+        base_path=upstream.base_path,
+        upstream_host=upstream_host.encode("idna"),
+        preserve_host=upstream.preserve_host,
+        response_timeout=upstream.response_timeout,
+    )
+
+
+class Runtime:
+    """The compiled config. Attributes are read directly by the server for speed."""
+
+    def __init__(self, config: Config, source: Path | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.listen = parse_hostport(config.listen)
+        limits = config.limits
+        self.header_size = limits.header_size
+        self.header_count = limits.header_count
+        self.target_length = limits.target_length
+        self.body_size = limits.body_size
+        self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
+        self.keepalive_timeout = limits.keepalive_timeout
+        self.max_connections = limits.max_connections
+        self.max_connections_per_ip = limits.max_connections_per_ip
+        self.allow_non_ascii = config.paths.allow_non_ascii
+        self.merge_empty_segments = config.paths.empty_segments == "merge"
+        self.trusted_proxies = tuple(config.trusted_proxies)
+        self.request_id_header = config.request_id_header.encode("latin-1")
+        self.request_id_lname = self.request_id_header.lower()
+        self.apis = [compile_api(api) for api in config.apis]
+        single = self.apis[0]
+        self.only_api = (
+            single
+            if len(self.apis) == 1 and single.host is None and single.host_suffix is None
+            and single.path_prefix == "/"
+            else None
+        )
+        # Most specific first: exact host, then wildcard, then any; longer prefixes first.
+        self._routes = sorted(
+            self.apis,
+            key=lambda a: (a.host is None, a.host_suffix is None, -len(a.path_prefix)),
+        )
+        self.events = EventLog(config.events.file, config.events.stdout)
+
+    def route(self, host: str, path: str) -> CompiledApi | None:
+        """The API serving ``host`` (lower-case, port removed) and ``path``."""
+        if self.only_api is not None:
+            return self.only_api
+        for api in self._routes:
+            if api.matches(host, path):
+                return api
+        return None
+
+    def is_trusted_proxy(self, ip: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted_proxies)
+
+    def close(self) -> None:
+        """Retire this runtime: idle upstream connections closed, events flushed."""
+        for api in self.apis:
+            api.pool.close()
+        self.events.close()

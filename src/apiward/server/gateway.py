@@ -1,0 +1,148 @@
+"""The gateway of one worker process: its listener, its connections, its timers.
+
+Timeouts are deadlines stored on each connection and checked by one sweeper, so the
+request path never arms or cancels a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import socket
+from time import monotonic
+
+from apiward.runtime import Runtime
+from apiward.server.downstream import Downstream
+
+log = logging.getLogger("apiward.server")
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+
+def listen_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT, so several workers can share the port."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(4096)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Gateway:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.conns: set[Downstream] = set()
+        self.per_ip: dict[str, int] = {}
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Event | None = None
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    # -- per connection ----------------------------------------------------------------
+    def next_request_id(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
+
+    @staticmethod
+    def valid_request_id(value: bytes) -> bool:
+        return _REQUEST_ID.fullmatch(value) is not None
+
+    def admit(self, conn: Downstream) -> bool:
+        """Count a new connection; False when over the total or per-address limit."""
+        runtime = self.runtime
+        if self.draining or len(self.conns) >= runtime.max_connections:
+            return False
+        per_ip_limit = runtime.max_connections_per_ip
+        if per_ip_limit:
+            count = self.per_ip.get(conn.peer_ip, 0)
+            if count >= per_ip_limit:
+                return False
+            self.per_ip[conn.peer_ip] = count + 1
+        self.conns.add(conn)
+        return True
+
+    def forget(self, conn: Downstream) -> None:
+        if conn not in self.conns:
+            return
+        self.conns.discard(conn)
+        count = self.per_ip.get(conn.peer_ip)
+        if count is not None:
+            if count <= 1:
+                del self.per_ip[conn.peer_ip]
+            else:
+                self.per_ip[conn.peer_ip] = count - 1
+        if self._drained is not None and not self.conns:
+            self._drained.set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Downstream(self), sock=sock, backlog=4096)
+        self._schedule_sweep()
+
+    def swap(self, runtime: Runtime) -> None:
+        """Atomically replace the compiled config; calls in flight finish on the old one."""
+        old, self.runtime = self.runtime, runtime
+        old.close()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, let calls in flight finish up to ``timeout``, close the rest."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        self._drained = asyncio.Event()
+        for conn in list(self.conns):
+            conn.drain()
+        if self.conns:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning("shutdown: %d connections still busy after %.0fs, closing them",
+                            len(self.conns), timeout)
+                for conn in list(self.conns):
+                    conn._abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.runtime.close()
+
+    # -- the sweeper -------------------------------------------------------------------
+    def _sweep_interval(self) -> float:
+        runtime = self.runtime
+        shortest = min(
+            runtime.header_timeout,
+            runtime.body_timeout,
+            runtime.keepalive_timeout,
+            *(api.response_timeout for api in runtime.apis),
+        )
+        return min(1.0, max(0.02, shortest / 8))
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        now = monotonic()
+        expired = [c for c in self.conns if c.deadline_kind and c.deadline <= now]
+        for conn in expired:
+            try:
+                conn.on_deadline()
+            except Exception:
+                log.exception("timeout handling failed")
+                conn._abort()
+        for api in self.runtime.apis:
+            api.pool.expire(now)
+        self._schedule_sweep()

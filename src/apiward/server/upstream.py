@@ -1,0 +1,170 @@
+"""One keep-alive connection to an upstream: writes requests, parses responses.
+
+Responses are parsed with httptools and handed, callback by callback, to the downstream
+connection that owns the current exchange. Completion is acted on after ``feed_data``
+returns, so the connection is back in its pool before the next exchange can take it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpResponseParser
+
+from apiward.server.pool import UpstreamPool, tune_socket
+
+if TYPE_CHECKING:
+    from apiward.server.downstream import Downstream
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "connection_tokens",
+        "counted",
+        "done",
+        "exchange",
+        "fields",
+        "head_only",
+        "idle_since",
+        "interim",
+        "keep_alive",
+        "parser",
+        "pool",
+        "reason",
+        "received",
+        "request_sent",
+        "reused",
+        "transport",
+        "usable",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.exchange: Downstream | None = None
+        self.usable = True
+        self.counted = True
+        self.idle_since = 0.0
+        self.head_only = False
+        self.reused = False
+        self.received = False
+        self.request_sent = False
+        self.done = False
+        self.interim = False
+        self.keep_alive = True
+        self.reason = b""
+        self.fields: list[tuple[bytes, bytes, bytes]] = []
+        self.connection_tokens: bytes = b""
+
+    # -- asyncio callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        tune_socket(transport.get_extra_info("socket"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        self.pool.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.upstream_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:  # bytes nobody asked for: this connection can't be trusted
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            self.close()
+            self.exchange = None
+            exchange.upstream_failed(
+                self, "upstream_bad_response", "the upstream sent an invalid HTTP response"
+            )
+            return
+        if self.done:
+            self._complete(exchange)
+        else:
+            exchange.flush()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_congested(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_congested(False)
+
+    # -- httptools callbacks ----------------------------------------------------------
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"connection":
+            self.connection_tokens += b"," + value.lower()
+        self.fields.append((lname, name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx interim answers are consumed here, never forwarded
+            self.interim = True
+            self.fields = []
+            self.reason = b""
+            self.connection_tokens = b""
+            return
+        fields, self.fields = self.fields, []
+        reason, self.reason = self.reason, b""
+        tokens, self.connection_tokens = self.connection_tokens, b""
+        self.keep_alive = self.parser.should_keep_alive()
+        self.exchange.response_head(status, reason, fields, tokens)  # type: ignore[union-attr]
+        if self.head_only:
+            self.done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.exchange.response_body(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.done = True
+
+    # -- used by the downstream side --------------------------------------------------
+    def send(self, exchange: Downstream, data: bytes, head_only: bool) -> None:
+        """Start an exchange: ``data`` is the request head (and any body already read)."""
+        self.exchange = exchange
+        self.head_only = head_only
+        self.received = False
+        self.request_sent = False
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (an exchange that can't finish cleanly)."""
+        self.usable = False
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _complete(self, exchange: Downstream) -> None:
+        self.done = False
+        self.exchange = None
+        if self.head_only:  # the parser still waits for a body a HEAD answer never has
+            self.parser = HttpResponseParser(self)
+            self.head_only = False
+        if self.keep_alive and self.request_sent and self.usable:
+            self.reused = True
+            self.pool.release(self, monotonic())
+        else:
+            self.close()
+        exchange.response_complete()
