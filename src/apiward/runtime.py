@@ -15,6 +15,7 @@ from apiward.events.log import EventLog
 from apiward.pipeline.check import Check
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
+from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
 
 
 @dataclass(slots=True)
@@ -104,7 +105,13 @@ class Runtime:
         self.trusted_proxies = tuple(config.trusted_proxies)
         self.request_id_header = config.request_id_header.encode("latin-1")
         self.request_id_lname = self.request_id_header.lower()
+        self.request_fields = FieldTable(
+            HOP_BY_HOP | SET_BY_GATEWAY | NOTED | {self.request_id_lname}
+        )
+        self.response_fields = FieldTable(HOP_BY_HOP | {self.request_id_lname})
         self.apis = [compile_api(api) for api in config.apis]
+        for api in self.apis:
+            api.pool.response_fields = self.response_fields
         single = self.apis[0]
         self.only_api = (
             single

@@ -11,10 +11,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from http import HTTPStatus
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpRequestParser
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
 
 from apiward.errors import WireError
 from apiward.pipeline.context import Context
@@ -22,10 +28,10 @@ from apiward.pipeline.request import Request
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.pool import UpstreamUnavailable, tune_socket
 from apiward.wire.forwarded import client_ip, forwarded_chain
-from apiward.wire.framing import CHUNKED, check_field, request_body_length
-from apiward.wire.headers import Headers
+from apiward.wire.framing import CHUNKED, check_version, request_body_length
+from apiward.wire.headers import PASS, PLAIN_CONNECTION, Headers
 from apiward.wire.problem import problem_response
-from apiward.wire.target import normalise_target
+from apiward.wire.target import is_valid_host, normalise_target
 
 if TYPE_CHECKING:
     from apiward.runtime import CompiledApi, Runtime
@@ -35,31 +41,54 @@ if TYPE_CHECKING:
 log = logging.getLogger("apiward.server")
 
 # Deadline kinds, checked by the gateway's sweeper.
-IDLE, HEADER, BODY, UPSTREAM = 1, 2, 3, 4
+IDLE, HEADER, BODY, UPSTREAM, HEAD_AFTER_IDLE = 1, 2, 3, 4, 5
 
 # Reasons to stop reading from the client; reading resumes when none is left.
 PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-        b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    }
-)
-# Request fields the gateway sets itself (or consumes) rather than passing on.
-REQUEST_REPLACED = HOP_BY_HOP | {
-    b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-    b"x-forwarded-host", b"forwarded",
-}
-RESPONSE_DROPPED = HOP_BY_HOP
-# Request fields the head stage needs to look at.
-NOTED = frozenset(
-    {
-        b"host", b"content-length", b"transfer-encoding", b"expect", b"connection",
-        b"x-forwarded-for", b"forwarded", b"x-forwarded-proto",
-    }
-)
 NO_BODY_STATUS = frozenset({204, 304})
+STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class NotedFields:
+    """The request fields that framing, host and client address depend on (slow path)."""
+
+    __slots__ = ("connection_tokens", "content_lengths", "expect_continue", "forwarded",
+                 "forwarded_proto", "hosts", "request_id", "transfer_encodings", "xff")
+
+    def __init__(self, noted: list[tuple[bytes, bytes]], request_id_lname: bytes) -> None:
+        self.hosts: list[bytes] = []
+        self.content_lengths: list[bytes] = []
+        self.transfer_encodings: list[bytes] = []
+        self.xff: list[str] = []
+        self.forwarded: list[str] = []
+        self.forwarded_proto: bytes | None = None
+        self.connection_tokens: frozenset[bytes] = frozenset()
+        self.expect_continue = False
+        self.request_id: bytes | None = None
+        for lname, value in noted:
+            if lname == b"host":
+                self.hosts.append(value)
+            elif lname == b"content-length":
+                self.content_lengths.append(value)
+            elif lname == b"transfer-encoding":
+                self.transfer_encodings.append(value)
+            elif lname == b"expect":
+                self.expect_continue = value.strip().lower() == b"100-continue"
+            elif lname == b"connection":
+                self.connection_tokens |= {t.strip() for t in value.lower().split(b",")}
+            elif lname == b"x-forwarded-for":
+                self.xff.append(value.decode("latin-1"))
+            elif lname == b"forwarded":
+                self.forwarded.append(value.decode("latin-1"))
+            elif lname == b"x-forwarded-proto":
+                self.forwarded_proto = value
+            elif lname == request_id_lname and self.request_id is None:
+                self.request_id = value
+
+    def chain(self) -> list[str]:
+        return forwarded_chain(self.xff, self.forwarded) if self.xff or self.forwarded else []
 
 
 class Call:
@@ -113,9 +142,16 @@ class Downstream(asyncio.Protocol):
         "dead",
         "deadline",
         "deadline_kind",
+        "field_table",
         "fields",
+        "forwarded_lines",
         "gateway",
         "head_bytes",
+        "host",
+        "host_line",
+        "host_name",
+        "host_raw",
+        "lines",
         "noted",
         "out",
         "parser",
@@ -135,6 +171,13 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.fields: list[tuple[bytes, bytes, bytes]] = []
         self.noted: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []
+        self.field_table = gateway.runtime.request_fields
+        self.host_raw = b""
+        self.host = ""
+        self.host_name = ""
+        self.host_line = b""
+        self.forwarded_lines = b""
         self.head_bytes = -1  # -1: between requests; else bytes of the head read so far
         self.current: Call | None = None  # the call whose bytes are being parsed
         self.active: Call | None = None  # the call being answered
@@ -148,6 +191,8 @@ class Downstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
+        self.forwarded_lines = (b"X-Forwarded-For: " + self.peer_ip.encode("ascii")
+                                + b"\r\nX-Forwarded-Proto: http")
         tune_socket(transport.get_extra_info("socket"))
         gateway = self.gateway
         runtime = gateway.runtime
@@ -188,6 +233,11 @@ class Downstream(asyncio.Protocol):
                 log.exception("internal error while handling a request", exc_info=cause)
                 self._reject(WireError(500, "internal_error", "the gateway failed on this request"))
             return
+        except HttpParserUpgrade:
+            # An Upgrade (or CONNECT) request: llhttp stops parsing after it. The request
+            # was judged as a plain one (Upgrade is hop-by-hop, never forwarded); the
+            # connection closes after its answer.
+            self.dead = True
         except HttpParserError as exc:
             self._reject(_parser_error(exc))
             return
@@ -220,9 +270,13 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.fields = []
         self.noted = []
+        self.lines = [b""]  # the request line goes first, once the target is judged
+        self.field_table = self.gateway.runtime.request_fields
         if self.head_bytes < 0:
             self.head_bytes = 0
-        if self.deadline_kind == IDLE or self.deadline_kind == 0:
+        if self.deadline_kind == IDLE:
+            self.deadline_kind = HEAD_AFTER_IDLE  # the sweeper turns it into a HEADER deadline
+        elif not self.deadline_kind:
             self.deadline = monotonic() + self.gateway.runtime.header_timeout
             self.deadline_kind = HEADER
 
@@ -232,14 +286,15 @@ class Downstream(asyncio.Protocol):
             raise WireError(414, "uri_too_long", "the request target is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        check_field(lname, value)
-        fields = self.fields
-        fields.append((lname, name, value))
-        if len(fields) > self.gateway.runtime.header_count:
-            raise WireError(431, "too_many_headers", "the request has too many header fields")
-        if lname in NOTED:
+        if self.head_bytes < 0:
+            return  # a chunked body's trailer fields: judged by nobody, so never passed on
+        entry = self.field_table.cache.get(name) or self.field_table.classify(name)
+        lname = entry[1]
+        self.fields.append((lname, name, value))
+        if entry[0]:
             self.noted.append((lname, value))
+        else:
+            self.lines.append(name + b": " + value)
 
     def on_headers_complete(self) -> None:
         self.head_bytes = -1
@@ -291,63 +346,51 @@ class Downstream(asyncio.Protocol):
         call.keep_alive = parser.should_keep_alive()
         method = parser.get_method().decode("ascii")
         call.is_head = method == "HEAD"
-        request_id = ""
-        content_lengths: list[bytes] = []
-        transfer_encodings: list[bytes] = []
-        hosts: list[bytes] = []
-        xff: list[str] = []
-        forwarded: list[str] = []
-        for lname, value in self.noted:
-            if lname == b"host":
-                hosts.append(value)
-            elif lname == b"content-length":
-                content_lengths.append(value)
-            elif lname == b"transfer-encoding":
-                transfer_encodings.append(value)
-            elif lname == b"expect":
-                call.expect_continue = value.lower() == b"100-continue"
-            elif lname == b"x-forwarded-for":
-                xff.append(value.decode("latin-1"))
-            elif lname == b"forwarded":
-                forwarded.append(value.decode("latin-1"))
-        for lname, _, value in self.fields:
-            if lname == runtime.request_id_lname:
-                if gateway.valid_request_id(value):
-                    request_id = value.decode("ascii")
-                break
-        if not request_id:
-            request_id = gateway.next_request_id()
         version = parser.get_http_version()
         call.http10 = version == "1.0"
+        noted = self.noted
+        if len(noted) == 1 and noted[0][0] == b"host":  # the common case: only Host
+            facts = None
+            hosts = [noted[0][1]]
+            request_id = gateway.next_request_id()
+        else:
+            facts = NotedFields(noted, runtime.request_id_lname)
+            hosts = facts.hosts
+            call.expect_continue = facts.expect_continue
+            rid = facts.request_id
+            request_id = (rid.decode("ascii") if rid is not None and gateway.valid_request_id(rid)
+                          else gateway.next_request_id())
         try:
-            call.body_length = request_body_length(content_lengths, transfer_encodings)
-            call.body_done = call.body_length == 0
+            if len(self.fields) > runtime.header_count:
+                raise WireError(431, "too_many_headers", "the request has too many header fields")
+            if facts is not None and (facts.content_lengths or facts.transfer_encodings):
+                call.body_length = request_body_length(
+                    facts.content_lengths, facts.transfer_encodings, http10=call.http10)
+                call.body_done = call.body_length == 0
+            else:
+                call.body_done = True
             if len(hosts) > 1:
                 raise WireError(400, "multiple_host_headers", "the request has more than one Host")
-            if not hosts and version == "1.1":
+            if not hosts and not call.http10:
                 raise WireError(400, "missing_host", "an HTTP/1.1 request needs a Host header")
-            host = hosts[0].decode("latin-1").lower() if hosts else ""
-            target = normalise_target(
-                self.url,
-                method,
-                allow_non_ascii=runtime.allow_non_ascii,
-                merge_empty_segments=runtime.merge_empty_segments,
-            )
+            host = self._host(hosts[0]) if hosts else ""
+            if not call.http10:
+                check_version(version)
+            target = normalise_target(self.url, method, allow_non_ascii=runtime.allow_non_ascii,
+                                      merge_empty_segments=runtime.merge_empty_segments)
             if target.authority is not None:
-                if hosts and target.authority.lower() != host:
+                authority = target.authority.lower()
+                if hosts and authority != host:
                     raise WireError(400, "host_mismatch",
                                     "the absolute-form target names another host than Host")
-                host = target.authority.lower()
+                host = authority
         except WireError as error:
             return self._refused(call, error, request_id, "http", method, "")
-        peer = self.peer_ip
-        chain = forwarded_chain(xff, forwarded) if (xff or forwarded) else []
-        ip = client_ip(peer, chain, runtime.is_trusted_proxy) if chain else peer
-        host_name = _strip_port(host)
-        request = Request(
-            method, target.path, target.query, Headers(self.fields), ip, request_id,
-            host=host_name, http_version=version,
-        )
+        chain = facts.chain() if facts is not None else None
+        ip = client_ip(self.peer_ip, chain, runtime.is_trusted_proxy) if chain else self.peer_ip
+        host_name = self.host_name if host is self.host else _strip_port(host)
+        request = Request(method, target.path, target.query, Headers(self.fields), ip,
+                          request_id, host_name, version)
         call.request = request
         api = runtime.route(host_name, target.path)
         if api is None:
@@ -358,56 +401,64 @@ class Downstream(asyncio.Protocol):
             verdict = deny(413, "body_too_large", "the request body is larger than allowed")
             return self._blocked(call, verdict, "limits")
         if api.head_checks:
-            context = Context(api, monotonic())
+            context = Context(api, 0.0)
             for check in api.head_checks:
                 verdict = check.run(request, context)
                 if not verdict.allowed:
                     if check.mode == "block":
                         return self._blocked(call, verdict, check.name)
                     self._event(request, check.name, "would_block", verdict)
-        call.head = self._upstream_head(call, request, api, host, chain, runtime)
+        call.head = self._upstream_head(call, request, api, host, facts, runtime)
         return call
 
+    def _host(self, raw: bytes) -> str:
+        """The Host value, lower-cased; a connection usually repeats it, so it is cached."""
+        if raw != self.host_raw:
+            if not is_valid_host(raw):
+                raise WireError(400, "invalid_host", "the Host header is not a valid host[:port]")
+            self.host_raw = raw
+            self.host = raw.decode("latin-1").lower()
+            self.host_name = _strip_port(self.host)
+            self.host_line = b"Host: " + raw + b"\r\nX-Forwarded-Host: " + raw
+        return self.host
+
     def _upstream_head(self, call: Call, request: Request, api: CompiledApi, host: str,
-                       chain: list[str], runtime: Runtime) -> bytes:
+                       facts: NotedFields | None, runtime: Runtime) -> bytes:
         """The request head sent upstream: what the checks judged, hop-by-hop removed."""
         target = api.base_path + request.path
         if request.query:
             target += "?" + request.query
-        parts = [request.method.encode("ascii"), b" ", target.encode("ascii"), b" HTTP/1.1\r\n"]
-        dropped = REQUEST_REPLACED
-        noted = self.noted
-        for lname, value in noted:
-            if lname == b"connection":
-                dropped = dropped | {t.strip() for t in value.lower().split(b",")}
-        rid = runtime.request_id_lname
-        for lname, name, value in self.fields:
-            if lname in dropped or lname == rid or lname.startswith(b"proxy-"):
-                continue
-            parts += (name, b": ", value, b"\r\n")
-        if api.preserve_host and host:
-            parts += (b"Host: ", host.encode("latin-1"), b"\r\n")
+        lines = self.lines
+        lines[0] = b"%b %b HTTP/1.1" % (request.method.encode("ascii"), target.encode("ascii"))
+        tokens = facts.connection_tokens - PLAIN_CONNECTION if facts is not None else None
+        if tokens:  # fields the client's Connection header names are hop-by-hop too
+            lines = [lines[0], *(
+                name + b": " + value for lname, name, value in self.fields
+                if lname not in tokens and self.field_table.classify(name)[0] == PASS
+            )]
+        if host is self.host:  # the Host header as received (absolute-form: the authority)
+            lines.append(self.host_line if api.preserve_host else
+                         b"Host: " + api.upstream_host + b"\r\nX-Forwarded-Host: " + self.host_raw)
+        elif host:
+            raw = host.encode("latin-1")
+            lines.append(b"Host: " + (raw if api.preserve_host else api.upstream_host))
+            lines.append(b"X-Forwarded-Host: " + raw)
         else:
-            parts += (b"Host: ", api.upstream_host, b"\r\n")
-        peer = self.peer_ip.encode("ascii")
-        if chain and request.client_ip != self.peer_ip:  # a trusted proxy's chain, kept
-            xff = ", ".join(chain).encode("ascii") + b", " + peer
-            proto = next((v for n, v in noted if n == b"x-forwarded-proto"), b"http")
+            lines.append(b"Host: " + api.upstream_host)
+        if facts is not None and request.client_ip != self.peer_ip:  # a trusted proxy's chain
+            chain = facts.chain()
+            lines.append(b"X-Forwarded-For: " + ", ".join([*chain, self.peer_ip]).encode())
+            lines.append(b"X-Forwarded-Proto: " + (facts.forwarded_proto or b"http"))
         else:
-            xff, proto = peer, b"http"
-        parts += (
-            b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n",
-            runtime.request_id_header, b": ", request.request_id.encode("ascii"), b"\r\n",
-        )
-        if host:
-            parts += (b"X-Forwarded-Host: ", host.encode("latin-1"), b"\r\n")
+            lines.append(self.forwarded_lines)
+        lines.append(runtime.request_id_header + b": " + request.request_id.encode("ascii"))
         if call.body_length == CHUNKED:
-            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
-        elif call.body_length > 0 or request.method in ("POST", "PUT", "PATCH"):
-            parts.append(b"Content-Length: %d\r\n\r\n" % call.body_length)
+            lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif call.body_length > 0 or request.method in BODY_METHODS:
+            lines.append(b"Content-Length: %d\r\n\r\n" % call.body_length)
         else:
-            parts.append(b"\r\n")
-        return b"".join(parts)
+            lines.append(b"\r\n")
+        return b"\r\n".join(lines)
 
     def _blocked(self, call: Call, verdict: Verdict, check: str) -> Call:
         request = call.request
@@ -562,42 +613,29 @@ class Downstream(asyncio.Protocol):
             self.deadline_kind = HEADER
 
     # -- the upstream's answer --------------------------------------------------------
-    def response_head(self, status: int, reason: bytes,
-                      fields: list[tuple[bytes, bytes, bytes]], tokens: bytes) -> None:
+    def response_head(self, status: int, lines: list[bytes], has_length: bool) -> None:
+        """The upstream's answer: ``lines[0]`` is free for the status line, the other
+        lines are its fields, hop-by-hop ones already removed. Re-framed for this client."""
         call = self.active
         if call is None:
             return
         call.resp_started = True
-        runtime = self.gateway.runtime
-        dropped = RESPONSE_DROPPED
-        if tokens:
-            dropped = dropped | {t.strip() for t in tokens.split(b",")}
-        rid = runtime.request_id_lname
-        out = self.out
-        out.append(b"HTTP/1.1 %d %b\r\n" % (status, reason))
-        has_length = False
-        for lname, name, value in fields:
-            if lname in dropped or lname == rid:
-                continue
-            if lname == b"content-length":
-                has_length = True
-            out += (name, b": ", value, b"\r\n")
-        out += (runtime.request_id_header, b": ",
-                call.request.request_id.encode("ascii"), b"\r\n")  # type: ignore[union-attr]
-        bodyless = call.is_head or status in NO_BODY_STATUS
-        if not bodyless and not has_length:
-            if not call.http10:
-                call.resp_chunked = True
-                out.append(b"Transfer-Encoding: chunked\r\n")
+        lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
+        lines.append(self.gateway.runtime.request_id_header + b": "
+                     + call.request.request_id.encode())  # type: ignore[union-attr]
+        if not (call.is_head or status in NO_BODY_STATUS or has_length):
+            if call.http10:
+                call.close_after = True  # no chunked for HTTP/1.0: the end is the close
             else:
-                call.close_after = True
+                call.resp_chunked = True
+                lines.append(b"Transfer-Encoding: chunked")
         if call.close_after or not call.keep_alive or self.gateway.draining:
-            out.append(b"Connection: close\r\n\r\n")
+            lines.append(b"Connection: close\r\n\r\n")
         elif call.http10:
-            out.append(b"Connection: keep-alive\r\n\r\n")
+            lines.append(b"Connection: keep-alive\r\n\r\n")
         else:
-            out.append(b"\r\n")
-        self.deadline = monotonic() + (call.api.response_timeout if call.api else 60.0)
+            lines.append(b"\r\n")
+        self.out.append(b"\r\n".join(lines))
 
     def response_body(self, body: bytes) -> None:
         call = self.active
@@ -681,7 +719,7 @@ class Downstream(asyncio.Protocol):
         call = self.active
         if kind == IDLE and call is None:
             self._close()
-        elif kind == HEADER:
+        elif kind in (HEADER, HEAD_AFTER_IDLE):
             if self.head_bytes > 0:
                 self._reject(WireError(408, "header_timeout", "the request head came too slowly"))
             else:

@@ -15,7 +15,7 @@ import socket
 from time import monotonic
 
 from apiward.runtime import Runtime
-from apiward.server.downstream import Downstream
+from apiward.server.downstream import HEAD_AFTER_IDLE, HEADER, Downstream
 
 log = logging.getLogger("apiward.server")
 
@@ -136,7 +136,17 @@ class Gateway:
 
     def _sweep(self) -> None:
         now = monotonic()
-        expired = [c for c in self.conns if c.deadline_kind and c.deadline <= now]
+        header_deadline = now + self.runtime.header_timeout
+        expired = []
+        for conn in self.conns:
+            kind = conn.deadline_kind
+            if not kind:
+                continue
+            if kind == HEAD_AFTER_IDLE:  # a head began on an idle keep-alive connection
+                conn.deadline = min(conn.deadline, header_deadline)
+                conn.deadline_kind = HEADER
+            if conn.deadline <= now:
+                expired.append(conn)
         for conn in expired:
             try:
                 conn.on_deadline()

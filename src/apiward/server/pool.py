@@ -9,6 +9,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
+from apiward.wire.headers import HOP_BY_HOP, FieldTable
+
 if TYPE_CHECKING:
     from apiward.server.upstream import UpstreamConnection
 
@@ -45,6 +47,7 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.total = 0
         self.closed = False
+        self.response_fields = FieldTable(HOP_BY_HOP)  # the runtime shares its own
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def take_idle(self) -> UpstreamConnection | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpResponseParser
 
 from apiward.server.pool import UpstreamPool, tune_socket
+from apiward.wire.headers import CONNECTION, CONTENT_LENGTH, PASS, PLAIN_CONNECTION
 
 if TYPE_CHECKING:
     from apiward.server.downstream import Downstream
@@ -21,21 +22,22 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "connection_tokens",
         "counted",
         "done",
         "exchange",
-        "fields",
+        "has_length",
         "head_only",
         "idle_since",
         "interim",
         "keep_alive",
+        "lines",
         "parser",
         "pool",
-        "reason",
         "received",
         "request_sent",
         "reused",
+        "table",
+        "tokens",
         "transport",
         "usable",
     )
@@ -55,9 +57,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.done = False
         self.interim = False
         self.keep_alive = True
-        self.reason = b""
-        self.fields: list[tuple[bytes, bytes, bytes]] = []
-        self.connection_tokens: bytes = b""
+        self.table = pool.response_fields
+        self.lines: list[bytes] = [b""]
+        self.tokens: list[bytes] = []
+        self.has_length = False
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,28 +104,30 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.upstream_congested(False)
 
     # -- httptools callbacks ----------------------------------------------------------
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname == b"connection":
-            self.connection_tokens += b"," + value.lower()
-        self.fields.append((lname, name, value))
+        table = self.table
+        kind = (table.cache.get(name) or table.classify(name))[0]
+        if kind == PASS:
+            self.lines.append(name + b": " + value)
+        elif kind == CONTENT_LENGTH:
+            self.has_length = True
+            self.lines.append(name + b": " + value)
+        elif kind == CONNECTION:
+            self.tokens.extend(t.strip() for t in value.lower().split(b","))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        lines, self.lines = self.lines, [b""]
+        tokens, self.tokens = self.tokens, []
+        has_length, self.has_length = self.has_length, False
         if status < 200:  # 1xx interim answers are consumed here, never forwarded
             self.interim = True
-            self.fields = []
-            self.reason = b""
-            self.connection_tokens = b""
             return
-        fields, self.fields = self.fields, []
-        reason, self.reason = self.reason, b""
-        tokens, self.connection_tokens = self.connection_tokens, b""
+        if tokens and not PLAIN_CONNECTION.issuperset(tokens):  # it names more hop-by-hop fields
+            named = set(tokens)
+            lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
         self.keep_alive = self.parser.should_keep_alive()
-        self.exchange.response_head(status, reason, fields, tokens)  # type: ignore[union-attr]
+        self.exchange.response_head(status, lines, has_length)  # type: ignore[union-attr]
         if self.head_only:
             self.done = True
 

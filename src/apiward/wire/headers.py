@@ -45,3 +45,66 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
+
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+        b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    }
+)
+"""Fields that describe one connection, never passed on (RFC 9110 §7.6.1); so is any
+field a ``Connection`` header names, and any ``Proxy-*`` field."""
+
+SET_BY_GATEWAY = frozenset(
+    {
+        b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+        b"x-forwarded-host", b"forwarded",
+    }
+)
+"""Request fields the gateway writes itself (or consumes) instead of passing on."""
+
+NOTED = frozenset(
+    {
+        b"host", b"content-length", b"transfer-encoding", b"expect", b"connection",
+        b"x-forwarded-for", b"forwarded", b"x-forwarded-proto",
+    }
+)
+"""Request fields the head stage reads: framing, host, client address."""
+
+
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+"""``Connection`` values that name no other field."""
+
+PASS, SET_ASIDE, CONTENT_LENGTH, CONNECTION = 0, 1, 2, 3
+"""Field classes: passed on as is; set aside (the gateway reads it and writes its own, or
+drops it); passed on and frames the body; names more hop-by-hop fields."""
+
+
+class FieldTable:
+    """Classifies field names as they arrive, keyed by the raw name so that no lower-casing
+    is needed for names seen before (peers repeat their spelling). Bounded."""
+
+    __slots__ = ("cache", "set_aside")
+
+    LIMIT = 4096
+
+    def __init__(self, set_aside: frozenset[bytes]) -> None:
+        self.set_aside = set_aside
+        self.cache: dict[bytes, tuple[int, bytes]] = {}
+
+    def classify(self, name: bytes) -> tuple[int, bytes]:
+        """``(class, lower-case name)`` for a raw field name."""
+        lname = name.lower()
+        if lname == b"connection":
+            kind = CONNECTION
+        elif lname in self.set_aside or lname.startswith(b"proxy-"):
+            kind = SET_ASIDE
+        elif lname == b"content-length":
+            kind = CONTENT_LENGTH
+        else:
+            kind = PASS
+        entry = (kind, lname)
+        if len(self.cache) < self.LIMIT:
+            self.cache[name] = entry
+        return entry
