@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from apiward.config.units import Duration, Size
+from apiward.config.units import Duration, Network, Size
 from apiward.pipeline.check import Mode
 from apiward.pipeline.registry import CHECKS
 
@@ -122,7 +121,7 @@ class Config(Strict):
     listen: str = "127.0.0.1:8080"
     workers: int = Field(1, ge=1, le=256)
     shutdown_timeout: Duration = 30.0
-    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+    trusted_proxies: list[Network] = Field(
         default_factory=list
     )
     request_id_header: str = "X-Request-ID"

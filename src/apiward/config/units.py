@@ -1,7 +1,8 @@
-"""Human sizes ("1MiB", "16 KB", 1024) and durations ("10s", "250ms", "1m30s", 5)."""
+"""Human sizes ("1MiB", "16 KB", 1024), durations ("10s", "250ms", "1m30s", 5), networks."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
@@ -42,6 +43,8 @@ def parse_duration(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):  # a bare number of seconds, as for ints
+            return float(text)
         parts = _DURATION_RE.findall(text)
         if parts and "".join(n + u for n, u in parts) == text:
             return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
@@ -50,3 +53,15 @@ def parse_duration(value: Any) -> float:
 
 Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(int)]
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(float)]
+
+
+def _network_text(value: Any) -> Any:
+    """Networks are written as text ("10.0.0.0/8", "::1"); a bare number is a mistake."""
+    if not isinstance(value, str):
+        raise ValueError(f'expected an address or network like "10.0.0.0/8", got {value!r}')
+    return value
+
+
+Network = Annotated[
+    ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network_text)
+]

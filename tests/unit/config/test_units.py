@@ -74,3 +74,22 @@ def test_field_types_parse_and_serialise():
         TypeAdapter(Size).validate_python("lots")
     with pytest.raises(ValidationError, match=r"expected a duration"):
         TypeAdapter(Duration).validate_python("forever")
+
+
+def test_bare_number_string_is_seconds() -> None:
+    from apiward.config.units import parse_duration
+
+    assert parse_duration("5") == 5.0
+    assert parse_duration("0.5") == 0.5
+
+
+def test_network_refuses_bare_numbers() -> None:
+    import pytest
+    from pydantic import TypeAdapter, ValidationError
+
+    from apiward.config.units import Network
+
+    adapter = TypeAdapter(Network)
+    assert str(adapter.validate_python("10.0.0.0/8")) == "10.0.0.0/8"
+    with pytest.raises(ValidationError):
+        adapter.validate_python(12)

@@ -10,13 +10,13 @@ import ipaddress
 
 from pydantic import Field
 
+from apiward.config.units import Network
 from apiward.pipeline.check import Check, CheckConfig, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
 NAME = "ipfilter"
 _CACHE_LIMIT = 65536
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Config(CheckConfig):
