@@ -12,7 +12,6 @@ import asyncio
 import collections
 import logging
 from http import HTTPStatus
-from time import monotonic
 from typing import TYPE_CHECKING
 
 from httptools import (
@@ -41,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("apiward.server")
 
 # Deadline kinds, checked by the gateway's sweeper.
-IDLE, HEADER, BODY, UPSTREAM, HEAD_AFTER_IDLE = 1, 2, 3, 4, 5
+# A deadline of 0.0 means "starts now": the sweeper sets it at its next tick, so the
+# request path never reads the clock. Timeouts are kept within one tick.
+IDLE, HEADER, BODY, UPSTREAM = 1, 2, 3, 4
 
 # Reasons to stop reading from the client; reading resumes when none is left.
 PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
@@ -204,7 +205,6 @@ class Downstream(asyncio.Protocol):
                                              close=True))
             transport.close()
             return
-        self.deadline = monotonic() + runtime.header_timeout
         self.deadline_kind = HEADER
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -274,11 +274,9 @@ class Downstream(asyncio.Protocol):
         self.field_table = self.gateway.runtime.request_fields
         if self.head_bytes < 0:
             self.head_bytes = 0
-        if self.deadline_kind == IDLE:
-            self.deadline_kind = HEAD_AFTER_IDLE  # the sweeper turns it into a HEADER deadline
-        elif not self.deadline_kind:
-            self.deadline = monotonic() + self.gateway.runtime.header_timeout
+        if self.deadline_kind != HEADER:
             self.deadline_kind = HEADER
+            self.deadline = 0.0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -313,6 +311,7 @@ class Downstream(asyncio.Protocol):
         call.body_received += len(body)
         if call.body_received > self.gateway.runtime.body_size:
             raise WireError(413, "body_too_large", "the request body is larger than allowed")
+        self.deadline = 0.0  # the body timeout is the longest pause between reads
         if call.local is not None:
             return  # refused already: the body is read and dropped
         conn = call.conn
@@ -556,7 +555,7 @@ class Downstream(asyncio.Protocol):
             return
         self._unblock(CONNECTING)
         if self.active is not call or self.transport is None or self.transport.is_closing():
-            api.pool.release(conn, monotonic())
+            api.pool.release(conn)
             return
         self._attach(call, conn)
 
@@ -575,14 +574,13 @@ class Downstream(asyncio.Protocol):
         if call.body_done:
             self._request_sent(call, conn)
         else:
-            self.deadline = monotonic() + self.gateway.runtime.body_timeout
             self.deadline_kind = BODY
+            self.deadline = 0.0
 
     def _request_sent(self, call: Call, conn: UpstreamConnection) -> None:
         conn.request_sent = True
-        api = call.api
-        self.deadline = monotonic() + (api.response_timeout if api else 60.0)
         self.deadline_kind = UPSTREAM
+        self.deadline = 0.0
 
     def _finish(self, call: Call) -> None:
         """The answer to ``call`` is fully written: next call, idle, or close."""
@@ -606,11 +604,10 @@ class Downstream(asyncio.Protocol):
             return
         self._unblock(PIPELINE)
         if self.head_bytes < 0:
-            self.deadline = monotonic() + self.gateway.runtime.keepalive_timeout
             self.deadline_kind = IDLE
         else:
-            self.deadline = monotonic() + self.gateway.runtime.header_timeout
             self.deadline_kind = HEADER
+        self.deadline = 0.0
 
     # -- the upstream's answer --------------------------------------------------------
     def response_head(self, status: int, lines: list[bytes], has_length: bool) -> None:
@@ -620,6 +617,7 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         call.resp_started = True
+        self.deadline = 0.0  # the upstream timeout now bounds each pause in the body
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
         lines.append(self.gateway.runtime.request_id_header + b": "
                      + call.request.request_id.encode())  # type: ignore[union-attr]
@@ -641,6 +639,7 @@ class Downstream(asyncio.Protocol):
         call = self.active
         if call is None:
             return
+        self.deadline = 0.0
         if call.resp_chunked:
             self.out.append(b"%x\r\n%b\r\n" % (len(body), body))
         else:
@@ -713,13 +712,25 @@ class Downstream(asyncio.Protocol):
         self._finish(call)
 
     # -- timers, flow control, shutdown ----------------------------------------------
+    def timeout(self, kind: int) -> float:
+        """How long the wait of ``kind`` may last (read by the sweeper)."""
+        runtime = self.gateway.runtime
+        if kind == UPSTREAM:
+            api = self.active.api if self.active is not None else None
+            return api.response_timeout if api is not None else runtime.header_timeout
+        if kind == IDLE:
+            return runtime.keepalive_timeout
+        if kind == BODY:
+            return runtime.body_timeout
+        return runtime.header_timeout
+
     def on_deadline(self) -> None:
         """Called by the sweeper when ``deadline`` has passed."""
         kind, self.deadline_kind, self.deadline = self.deadline_kind, 0, 0.0
         call = self.active
         if kind == IDLE and call is None:
             self._close()
-        elif kind in (HEADER, HEAD_AFTER_IDLE):
+        elif kind == HEADER:
             if self.head_bytes > 0:
                 self._reject(WireError(408, "header_timeout", "the request head came too slowly"))
             else:

@@ -47,6 +47,7 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.total = 0
         self.closed = False
+        self.clock = 0.0  # the sweeper's last reading: idle ages need no precision
         self.response_fields = FieldTable(HOP_BY_HOP)  # the runtime shares its own
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -100,12 +101,12 @@ class UpstreamPool:
             ) from None
         return conn
 
-    def release(self, conn: UpstreamConnection, loop_time: float) -> None:
+    def release(self, conn: UpstreamConnection) -> None:
         """Back to the idle list when reusable, else closed."""
         if self.closed or not conn.usable or len(self.idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = loop_time
+        conn.idle_since = self.clock
         self.idle.append(conn)
         self._wake()
 
@@ -117,6 +118,7 @@ class UpstreamPool:
 
     def expire(self, now: float) -> None:
         """Close idle connections older than ``idle_timeout`` (called by the sweeper)."""
+        self.clock = now
         limit = now - self.idle_timeout
         while self.idle and self.idle[0].idle_since < limit:
             self.idle.pop(0).close()

@@ -8,7 +8,6 @@ returns, so the connection is back in its pool before the next exchange can take
 from __future__ import annotations
 
 import asyncio
-from time import monotonic
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpResponseParser
@@ -169,7 +168,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.head_only = False
         if self.keep_alive and self.request_sent and self.usable:
             self.reused = True
-            self.pool.release(self, monotonic())
+            self.pool.release(self)
         else:
             self.close()
         exchange.response_complete()
