@@ -25,6 +25,7 @@ from apiward.errors import WireError
 from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
 from apiward.pipeline.verdict import Verdict, deny
+from apiward.server.batch import batch
 from apiward.server.pool import UpstreamUnavailable, tune_socket
 from apiward.wire.forwarded import client_ip, forwarded_chain
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
@@ -317,9 +318,9 @@ class Downstream(asyncio.Protocol):
         conn = call.conn
         if conn is not None and conn.transport is not None:
             if call.body_length == CHUNKED:
-                conn.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+                batch.write(conn.transport, b"%x\r\n%b\r\n" % (len(body), body))
             else:
-                conn.transport.write(body)
+                batch.write(conn.transport, body)
         else:
             call.body_parts.append(body)
 
@@ -332,7 +333,7 @@ class Downstream(asyncio.Protocol):
         conn = call.conn
         if conn is not None and call.body_length != 0 and call is self.active:
             if call.body_length == CHUNKED and conn.transport is not None:
-                conn.transport.write(b"0\r\n\r\n")
+                batch.write(conn.transport, b"0\r\n\r\n")
             self._request_sent(call, conn)
 
     # -- judging a head ---------------------------------------------------------------
@@ -435,7 +436,7 @@ class Downstream(asyncio.Protocol):
                 name + b": " + value for lname, name, value in self.fields
                 if lname not in tokens and self.field_table.classify(name)[0] == PASS
             )]
-        if host is self.host:  # the Host header as received (absolute-form: the authority)
+        if host and host is self.host:  # the Host as received (absolute-form: the authority)
             lines.append(self.host_line if api.preserve_host else
                          b"Host: " + api.upstream_host + b"\r\nX-Forwarded-Host: " + self.host_raw)
         elif host:
@@ -530,11 +531,11 @@ class Downstream(asyncio.Protocol):
         if transport is None:
             return
         if call.local is not None:
-            transport.write(call.local)
+            batch.write(transport, call.local)
             self._finish(call)
             return
         if call.expect_continue and not call.body_done:
-            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            batch.write(transport, b"HTTP/1.1 100 Continue\r\n\r\n")
         api = call.api
         assert api is not None
         conn = api.pool.take_idle()
@@ -657,7 +658,7 @@ class Downstream(asyncio.Protocol):
     def flush(self) -> None:
         out = self.out
         if self.transport is not None:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            batch.write(self.transport, b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
     def upstream_congested(self, congested: bool) -> None:
@@ -775,7 +776,7 @@ class Downstream(asyncio.Protocol):
     def _close(self) -> None:
         self.dead = True
         if self.transport is not None:
-            self.transport.close()
+            batch.close(self.transport)
 
     def _abort(self) -> None:
         self.dead = True

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpResponseParser
 
+from apiward.server.batch import batch
 from apiward.server.pool import UpstreamPool, tune_socket
 from apiward.wire.headers import CONNECTION, CONTENT_LENGTH, PASS, PLAIN_CONNECTION
 
@@ -146,7 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.received = False
         self.request_sent = False
-        self.transport.write(data)  # type: ignore[union-attr]
+        batch.write(self.transport, data)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.usable = False
