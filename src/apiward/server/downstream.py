@@ -154,6 +154,7 @@ class Downstream(asyncio.Protocol):
         "host_name",
         "host_raw",
         "lines",
+        "mid_chunk",
         "noted",
         "out",
         "parser",
@@ -180,7 +181,10 @@ class Downstream(asyncio.Protocol):
         self.host_name = ""
         self.host_line = b""
         self.forwarded_lines = b""
-        self.head_bytes = -1  # -1: between requests; else bytes of the head read so far
+        # Bytes received while a head was being read (whole chunks: an upper bound of the
+        # head's size); back to 0 when a head completes.
+        self.head_bytes = 0
+        self.mid_chunk = False
         self.current: Call | None = None  # the call whose bytes are being parsed
         self.active: Call | None = None  # the call being answered
         self.queue: collections.deque[Call] = collections.deque()
@@ -222,8 +226,9 @@ class Downstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.dead:
             return
-        if self.head_bytes >= 0:
+        if self.current is None:  # no body in progress: these bytes are (part of) a head
             self.head_bytes += len(data)
+        self.mid_chunk = False
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -243,7 +248,7 @@ class Downstream(asyncio.Protocol):
             self._reject(_parser_error(exc))
             return
         runtime = self.gateway.runtime
-        if self.head_bytes > runtime.header_size + runtime.target_length:
+        if self.head_bytes > runtime.header_size + runtime.target_length and self.current is None:
             # httptools buffers a field until it ends: refuse a head that only grows.
             self._reject(WireError(431, "header_section_too_large",
                                    "the request header section is too large"))
@@ -268,13 +273,13 @@ class Downstream(asyncio.Protocol):
 
     # -- httptools callbacks: the request ---------------------------------------------
     def on_message_begin(self) -> None:
+        if self.mid_chunk:  # a pipelined head began inside a chunk: its size is unknown
+            self.head_bytes = self.gateway.runtime.header_size + 1  # so it gets measured
         self.url = b""
         self.fields = []
         self.noted = []
         self.lines = [b""]  # the request line goes first, once the target is judged
         self.field_table = self.gateway.runtime.request_fields
-        if self.head_bytes < 0:
-            self.head_bytes = 0
         if self.deadline_kind != HEADER:
             self.deadline_kind = HEADER
             self.deadline = 0.0
@@ -285,7 +290,7 @@ class Downstream(asyncio.Protocol):
             raise WireError(414, "uri_too_long", "the request target is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head_bytes < 0:
+        if self.current is not None:
             return  # a chunked body's trailer fields: judged by nobody, so never passed on
         entry = self.field_table.cache.get(name) or self.field_table.classify(name)
         lname = entry[1]
@@ -296,8 +301,8 @@ class Downstream(asyncio.Protocol):
             self.lines.append(name + b": " + value)
 
     def on_headers_complete(self) -> None:
-        self.head_bytes = -1
-        call = self._judge_head()
+        received, self.head_bytes = self.head_bytes, 0
+        call = self._judge_head(received)
         self.current = call
         if self.active is None:
             self._start(call)
@@ -329,6 +334,7 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         self.current = None
+        self.mid_chunk = True
         call.body_done = True
         conn = call.conn
         if conn is not None and call.body_length != 0 and call is self.active:
@@ -337,8 +343,11 @@ class Downstream(asyncio.Protocol):
             self._request_sent(call, conn)
 
     # -- judging a head ---------------------------------------------------------------
-    def _judge_head(self) -> Call:
-        """Framing, target, routing and head checks; returns the Call to serve."""
+    def _judge_head(self, received: int) -> Call:
+        """Framing, target, routing and head checks; returns the Call to serve.
+
+        ``received`` bounds the head's size from above; only past the limit is it measured.
+        """
         gateway = self.gateway
         runtime = gateway.runtime
         parser = self.parser
@@ -363,6 +372,9 @@ class Downstream(asyncio.Protocol):
         try:
             if len(self.fields) > runtime.header_count:
                 raise WireError(431, "too_many_headers", "the request has too many header fields")
+            if received > runtime.header_size and _field_bytes(self.fields) > runtime.header_size:
+                raise WireError(431, "header_section_too_large",
+                                "the request header section is too large")
             if facts is not None and (facts.content_lengths or facts.transfer_encodings):
                 call.body_length = request_body_length(
                     facts.content_lengths, facts.transfer_encodings, http10=call.http10)
@@ -498,7 +510,7 @@ class Downstream(asyncio.Protocol):
 
     def _reject(self, error: WireError) -> None:
         """A request broke the wire rules mid-parse: answer it in turn, then close."""
-        self.head_bytes = -1
+        self.head_bytes = 0
         self._block(PIPELINE)
         call, self.current = self.current, None
         refusal = self._refused(Call(), error, self.gateway.next_request_id(), "http",
@@ -573,7 +585,9 @@ class Downstream(asyncio.Protocol):
             data += b"0\r\n\r\n"
         conn.send(self, data, call.is_head)
         if call.body_done:
-            self._request_sent(call, conn)
+            conn.request_sent = True
+            self.deadline_kind = UPSTREAM
+            self.deadline = 0.0
         else:
             self.deadline_kind = BODY
             self.deadline = 0.0
@@ -603,8 +617,9 @@ class Downstream(asyncio.Protocol):
         if self.dead:
             self._close()
             return
-        self._unblock(PIPELINE)
-        if self.head_bytes < 0:
+        if self.blockers:
+            self._unblock(PIPELINE)
+        if not self.head_bytes:
             self.deadline_kind = IDLE
         else:
             self.deadline_kind = HEADER
@@ -786,6 +801,11 @@ class Downstream(asyncio.Protocol):
             call.conn = None
         if self.transport is not None:
             self.transport.abort()
+
+
+def _field_bytes(fields: list[tuple[bytes, bytes, bytes]]) -> int:
+    """The size of a header section as sent: ``name: value CRLF`` per field."""
+    return sum(len(name) + len(value) + 4 for _, name, value in fields)
 
 
 def _strip_port(host: str) -> str:
