@@ -6,6 +6,7 @@ configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ def compile_checks(api: Api) -> tuple[Check, ...]:
     for module in CHECKS:
         check_config = getattr(api.checks, module.NAME)
         if check_config is not None:
-            checks.append(module.build(check_config, check_config.mode or api.mode))
+            check = module.build(check_config, check_config.mode or api.mode)
+            checks.append(dataclasses.replace(check, on_error=check_config.on_error))
     return tuple(checks)
 
 

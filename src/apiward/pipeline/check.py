@@ -16,11 +16,13 @@ Mode = Literal["block", "log"]
 
 
 class CheckConfig(BaseModel):
-    """Fields every check accepts. ``mode`` unset means: the API's mode."""
+    """Fields every check accepts. ``mode`` unset means: the API's mode. ``on_error``: what
+    a call gets when the check itself fails (raises): refused with 500, or let through."""
 
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode | None = None
+    on_error: Literal["block", "allow"] = "block"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +36,4 @@ class Check:
     mode: Mode
     run: Callable[[Request, Context], Verdict]
     needs_body: bool = False
+    on_error: Literal["block", "allow"] = "block"

@@ -413,13 +413,9 @@ class Downstream(asyncio.Protocol):
             verdict = deny(413, "body_too_large", "the request body is larger than allowed")
             return self._blocked(call, verdict, "limits")
         if api.head_checks:
-            context = Context(api, 0.0)
-            for check in api.head_checks:
-                verdict = check.run(request, context)
-                if not verdict.allowed:
-                    if check.mode == "block":
-                        return self._blocked(call, verdict, check.name)
-                    self._event(request, check.name, "would_block", verdict)
+            refusal = run_checks(api.head_checks, request, Context(api, 0.0), self._would_block)
+            if refusal is not None:
+                return self._blocked(call, refusal[1], refusal[0].name)
         call.head = self._upstream_head(call, request, api, host, facts, runtime)
         return call
 
@@ -500,6 +496,9 @@ class Downstream(asyncio.Protocol):
         call.close_after = True
         self.dead = True  # framing can't be trusted any more: nothing after this is read
         return call
+
+    def _would_block(self, request: Request, check: str, verdict: Verdict) -> None:
+        self._event(request, check, "would_block", verdict)
 
     def _event(self, request: Request, check: str, action: str, verdict: Verdict) -> None:
         self.gateway.runtime.events.emit({

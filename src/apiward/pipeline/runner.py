@@ -1,0 +1,38 @@
+"""Runs checks in order: the first blocking denial ends the call; log mode only records."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apiward.pipeline.check import Check
+from apiward.pipeline.context import Context
+from apiward.pipeline.request import Request
+from apiward.pipeline.verdict import ALLOW, Verdict, deny
+
+log = logging.getLogger("apiward.pipeline")
+
+CHECK_FAILED = deny(500, "check_failed", "a check failed on this request")
+
+WouldBlock = Callable[[Request, str, Verdict], None]
+
+
+def run_checks(checks: tuple[Check, ...], request: Request, context: Context,
+               would_block: WouldBlock) -> tuple[Check, Verdict] | None:
+    """The blocking check and its denial, or None when the call may go on.
+
+    A denial from a check in ``log`` mode is handed to ``would_block`` and the call goes
+    on. A check that raises is logged with its name and fails closed, unless its config
+    says ``on_error: allow``.
+    """
+    for check in checks:
+        try:
+            verdict = check.run(request, context)
+        except Exception:
+            log.exception("check %r failed", check.name)
+            verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED
+        if not verdict.allowed:
+            if check.mode == "block":
+                return check, verdict
+            would_block(request, check.name, verdict)
+    return None
