@@ -24,6 +24,7 @@ from httptools import (
 from apiward.errors import WireError
 from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
+from apiward.pipeline.runner import run_checks
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import batch
 from apiward.server.pool import UpstreamUnavailable, tune_socket
