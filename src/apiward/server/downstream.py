@@ -52,6 +52,8 @@ PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
 NO_BODY_STATUS = frozenset({204, 304})
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+METHOD_NAMES = {m.encode(): m for m in
+                ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
 
 
 class NotedFields:
@@ -354,7 +356,8 @@ class Downstream(asyncio.Protocol):
         parser = self.parser
         call = Call()
         call.keep_alive = parser.should_keep_alive()
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
         call.is_head = method == "HEAD"
         version = parser.get_http_version()
         call.http10 = version == "1.0"
@@ -386,8 +389,9 @@ class Downstream(asyncio.Protocol):
                 raise WireError(400, "multiple_host_headers", "the request has more than one Host")
             if not hosts and not call.http10:
                 raise WireError(400, "missing_host", "an HTTP/1.1 request needs a Host header")
-            host = self._host(hosts[0]) if hosts else ""
-            if not call.http10:
+            host = ("" if not hosts else self.host if hosts[0] == self.host_raw
+                    else self._host(hosts[0]))
+            if version != "1.1" and not call.http10:
                 check_version(version)
             target = normalise_target(self.url, method, allow_non_ascii=runtime.allow_non_ascii,
                                       merge_empty_segments=runtime.merge_empty_segments)
@@ -405,7 +409,7 @@ class Downstream(asyncio.Protocol):
         request = Request(method, target.path, target.query, Headers(self.fields), ip,
                           request_id, host_name, version)
         call.request = request
-        api = runtime.route(host_name, target.path)
+        api = runtime.only_api or runtime.route(host_name, target.path)
         if api is None:
             verdict = deny(404, "no_api", "no API is served at this host and path")
             return self._blocked(call, verdict, "routing")
@@ -434,11 +438,11 @@ class Downstream(asyncio.Protocol):
     def _upstream_head(self, call: Call, request: Request, api: CompiledApi, host: str,
                        facts: NotedFields | None, runtime: Runtime) -> bytes:
         """The request head sent upstream: what the checks judged, hop-by-hop removed."""
-        target = api.base_path + request.path
+        target = (api.base_path + request.path if api.base_path else request.path).encode()
         if request.query:
-            target += "?" + request.query
+            target += b"?" + request.query.encode()
         lines = self.lines
-        lines[0] = b"%b %b HTTP/1.1" % (request.method.encode("ascii"), target.encode("ascii"))
+        lines[0] = request.method.encode() + b" " + target + b" HTTP/1.1"
         tokens = facts.connection_tokens - PLAIN_CONNECTION if facts is not None else None
         if tokens:  # fields the client's Connection header names are hop-by-hop too
             lines = [lines[0], *(
