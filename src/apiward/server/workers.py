@@ -8,8 +8,10 @@ the new config itself) and SIGTERM (graceful: finish calls in flight, then exit 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -97,8 +99,24 @@ def run_single(config: Config, source: Path | None) -> int:
     return 0
 
 
+def raise_file_limit(config: Config) -> None:
+    """Each connection costs two descriptors (client + upstream): ask for enough."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * config.limits.max_connections + 256
+    if soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit %d is below the %d that limits.max_connections=%d needs; "
+                    "raise it (ulimit -n) or lower max_connections", target, wanted,
+                    config.limits.max_connections)
+
+
 def run(config: Config, source: Path | None) -> int:
     """Serve until told to stop; returns the process exit code."""
+    raise_file_limit(config)
     if config.workers == 1:
         return run_single(config, source)
     return Supervisor(config, source).run()
