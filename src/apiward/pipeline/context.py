@@ -8,7 +8,7 @@ from typing import Any
 class Context:
     """``api`` is set by the server (routing by host/prefix); ``endpoint`` by the route
     check; ``identity`` by the identity check; ``store`` is the state store; ``now`` one
-    clock reading for the whole call."""
+    clock reading (wall time, seconds) for the whole call."""
 
     __slots__ = ("api", "endpoint", "identity", "now", "store")
 

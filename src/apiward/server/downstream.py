@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 from http import HTTPStatus
+from time import time
 from typing import TYPE_CHECKING
 
 from httptools import (
@@ -418,7 +419,7 @@ class Downstream(asyncio.Protocol):
             verdict = deny(413, "body_too_large", "the request body is larger than allowed")
             return self._blocked(call, verdict, "limits")
         if api.head_checks:
-            refusal = run_checks(api.head_checks, request, Context(api, 0.0), self._would_block)
+            refusal = run_checks(api.head_checks, request, Context(api, time()), self._would_block)
             if refusal is not None:
                 return self._blocked(call, refusal[1], refusal[0].name)
         call.head = self._upstream_head(call, request, api, host, facts, runtime)
