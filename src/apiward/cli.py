@@ -13,7 +13,7 @@ from rich.console import Console
 from apiward import __version__
 from apiward.errors import ConfigError
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem, one line
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -119,7 +119,7 @@ def check(config_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary))
         return
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     out.print(f"[green]ok[/]: {config_path} is valid", markup=True)
     for api in summary["apis"]:
         checks = ", ".join(api["checks"]) or "none"

@@ -100,6 +100,7 @@ class Runtime:
         self.header_timeout = limits.header_timeout
         self.body_timeout = limits.body_timeout
         self.keepalive_timeout = limits.keepalive_timeout
+        self.send_timeout = limits.send_timeout
         self.max_connections = limits.max_connections
         self.max_connections_per_ip = limits.max_connections_per_ip
         self.allow_non_ascii = config.paths.allow_non_ascii

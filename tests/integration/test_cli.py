@@ -117,8 +117,6 @@ def test_check_bad_config_lists_every_problem(bad: Path) -> None:
     assert 'expected a size like "1MiB"' in output
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: rich wraps problem lines at 80 columns "
-                   "when stderr is not a terminal, so a long problem spans two lines")
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_bad_config_one_line_per_problem(bad: Path, command: str) -> None:
     problems = json.loads(apiward("check", "--config", str(bad), "--json").stdout)["problems"]

@@ -188,8 +188,6 @@ def test_upstream_cut_short_length_framed(client: httpx.Client, gateway: Gateway
     assert_gateway_serves(client)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: a chunked upstream answer cut short is "
-                   "ended with a clean last chunk, so the client takes it as complete")
 def test_upstream_cut_short_chunked(client: httpx.Client, gateway: GatewayProcess) -> None:
     with RawClient(gateway.port) as conn:
         conn.request("GET", "/trunc-chunked/x")
@@ -253,9 +251,6 @@ def test_slow_reader_keeps_memory_bounded(gateway: GatewayProcess,
     assert_gateway_serves(client)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug (since the write batching of baecebe): "
-                   "backpressure is seen only when the batch is flushed, after libuv has read "
-                   "up to 32 x 256 KiB from the upstream, so each slow reader holds MiBs")
 def test_many_slow_readers_keep_memory_bounded(gateway: GatewayProcess,
                                                client: httpx.Client) -> None:
     """What one slow reader may cost, times 8: a per-connection buffer of several MiB
@@ -284,9 +279,6 @@ def test_many_slow_readers_keep_memory_bounded(gateway: GatewayProcess,
     assert_gateway_serves(client)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: the upstream response timeout keeps "
-                   "running while the gateway itself has paused the upstream because the "
-                   "client reads slowly, so a slow download is aborted mid-body")
 def test_slow_reader_is_not_an_upstream_timeout(gateway: GatewayProcess) -> None:
     size = 20 * MiB
     with RawClient(gateway.port, rcvbuf=64 * 1024) as conn:

@@ -36,6 +36,7 @@ class Limits(Strict):
     header_timeout: Duration = 10.0
     body_timeout: Duration = 30.0
     keepalive_timeout: Duration = 60.0
+    send_timeout: Duration = 60.0
     max_connections: int = Field(10_000, ge=1)
     max_connections_per_ip: int = Field(0, ge=0, description="0: no per-address limit")
 

@@ -47,3 +47,10 @@ class WriteBatch:
 
 batch = WriteBatch()
 """The one batch of this process (a process runs one gateway event loop)."""
+
+
+def write_now(transport: asyncio.WriteTransport, data: bytes) -> None:
+    """Write at once (streamed bodies: flow control must see it), after what is queued."""
+    if batch.pending:
+        batch.flush()
+    transport.write(data)

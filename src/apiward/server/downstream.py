@@ -27,7 +27,7 @@ from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
 from apiward.pipeline.runner import run_checks
 from apiward.pipeline.verdict import Verdict, deny
-from apiward.server.batch import batch
+from apiward.server.batch import batch, write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
 from apiward.wire.forwarded import client_ip, forwarded_chain
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
@@ -45,7 +45,7 @@ log = logging.getLogger("apiward.server")
 # Deadline kinds, checked by the gateway's sweeper.
 # A deadline of 0.0 means "starts now": the sweeper sets it at its next tick, so the
 # request path never reads the clock. Timeouts are kept within one tick.
-IDLE, HEADER, BODY, UPSTREAM = 1, 2, 3, 4
+IDLE, HEADER, BODY, UPSTREAM, SEND = 1, 2, 3, 4, 5
 
 # Reasons to stop reading from the client; reading resumes when none is left.
 PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
@@ -266,14 +266,20 @@ class Downstream(asyncio.Protocol):
         return self.active is not None or bool(self.queue)
 
     def pause_writing(self) -> None:
+        """The client reads slower than the upstream sends: stop reading the upstream, and
+        time the client (send_timeout) rather than the upstream."""
         call = self.active
         if call is not None and call.conn is not None and call.conn.transport is not None:
             call.conn.transport.pause_reading()
+            self.deadline_kind = SEND
+            self.deadline = 0.0
 
     def resume_writing(self) -> None:
         call = self.active
         if call is not None and call.conn is not None and call.conn.transport is not None:
             call.conn.transport.resume_reading()
+            self.deadline_kind = UPSTREAM
+            self.deadline = 0.0
 
     # -- httptools callbacks: the request ---------------------------------------------
     def on_message_begin(self) -> None:
@@ -327,9 +333,9 @@ class Downstream(asyncio.Protocol):
         conn = call.conn
         if conn is not None and conn.transport is not None:
             if call.body_length == CHUNKED:
-                batch.write(conn.transport, b"%x\r\n%b\r\n" % (len(body), body))
+                write_now(conn.transport, b"%x\r\n%b\r\n" % (len(body), body))
             else:
-                batch.write(conn.transport, body)
+                write_now(conn.transport, body)
         else:
             call.body_parts.append(body)
 
@@ -631,7 +637,8 @@ class Downstream(asyncio.Protocol):
         self.deadline = 0.0
 
     # -- the upstream's answer --------------------------------------------------------
-    def response_head(self, status: int, lines: list[bytes], has_length: bool) -> None:
+    def response_head(self, status: int, lines: list[bytes], has_length: bool,
+                      framed: bool) -> None:
         """The upstream's answer: ``lines[0]`` is free for the status line, the other
         lines are its fields, hop-by-hop ones already removed. Re-framed for this client."""
         call = self.active
@@ -642,7 +649,9 @@ class Downstream(asyncio.Protocol):
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
         lines.append(self.gateway.runtime.request_id_header + b": "
                      + call.request.request_id.encode())  # type: ignore[union-attr]
-        if not (call.is_head or status in NO_BODY_STATUS or has_length):
+        bodyless = call.is_head or status in NO_BODY_STATUS
+        call.resp_close_delimited = not (bodyless or framed)
+        if not (bodyless or has_length):
             if call.http10:
                 call.close_after = True  # no chunked for HTTP/1.0: the end is the close
             else:
@@ -676,9 +685,18 @@ class Downstream(asyncio.Protocol):
         self._finish(call)
 
     def flush(self) -> None:
+        """Queue what ``out`` holds for the end of this loop iteration."""
         out = self.out
-        if self.transport is not None:
+        if out and self.transport is not None:
             batch.write(self.transport, b"".join(out) if len(out) > 1 else out[0])
+        out.clear()
+
+    def flush_stream(self) -> None:
+        """Write a part of an answer still streaming now, so that a client slow to read
+        pauses the upstream at once (``pause_writing``) instead of letting reads pile up."""
+        out = self.out
+        if out and self.transport is not None:
+            write_now(self.transport, b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
     def upstream_congested(self, congested: bool) -> None:
@@ -701,10 +719,10 @@ class Downstream(asyncio.Protocol):
                 return
             self._upstream_error(call, 502, "upstream_closed",
                                  "the upstream closed the connection without answering")
-        elif not call.resp_chunked and not call.close_after:
-            self._abort()  # a length-framed answer cut short: the client must see it broke
+        elif call.resp_close_delimited:
+            self.response_complete()  # the end of a close-delimited answer is the close
         else:
-            self.response_complete()  # close-delimited: the end is the close
+            self._abort()  # a framed answer cut short: the client must see it broke
 
     def upstream_failed(self, conn: UpstreamConnection, reason: str, detail: str) -> None:
         call = self.active
@@ -743,6 +761,8 @@ class Downstream(asyncio.Protocol):
             return runtime.keepalive_timeout
         if kind == BODY:
             return runtime.body_timeout
+        if kind == SEND:
+            return runtime.send_timeout
         return runtime.header_timeout
 
     def on_deadline(self) -> None:
@@ -771,6 +791,8 @@ class Downstream(asyncio.Protocol):
             else:
                 self._upstream_timeout(call, 504, "upstream_timeout",
                                        "the upstream did not answer in time")
+        elif kind == SEND:
+            self._abort()  # the client stopped reading its answer
 
     def _upstream_timeout(self, call: Call, status: int, reason: str, detail: str) -> None:
         self._upstream_error(call, status, reason, detail)

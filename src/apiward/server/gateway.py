@@ -128,6 +128,7 @@ class Gateway:
             runtime.header_timeout,
             runtime.body_timeout,
             runtime.keepalive_timeout,
+            runtime.send_timeout,
             *(api.response_timeout for api in runtime.apis),
         )
         return min(1.0, max(0.02, shortest / 8))

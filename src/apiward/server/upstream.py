@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "chunked",
         "counted",
         "done",
         "exchange",
@@ -61,6 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.lines: list[bytes] = [b""]
         self.tokens: list[bytes] = []
         self.has_length = False
+        self.chunked = False
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,7 +95,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.done:
             self._complete(exchange)
         else:
-            exchange.flush()
+            exchange.flush_stream()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -106,7 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         table = self.table
-        kind = (table.cache.get(name) or table.classify(name))[0]
+        kind, lname = table.cache.get(name) or table.classify(name)
         if kind == PASS:
             self.lines.append(name + b": " + value)
         elif kind == CONTENT_LENGTH:
@@ -114,12 +116,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.lines.append(name + b": " + value)
         elif kind == CONNECTION:
             self.tokens.extend(t.strip() for t in value.lower().split(b","))
+        elif lname == b"transfer-encoding":
+            self.chunked = True
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         lines, self.lines = self.lines, [b""]
         tokens, self.tokens = self.tokens, []
         has_length, self.has_length = self.has_length, False
+        chunked, self.chunked = self.chunked, False
         if status < 200:  # 1xx interim answers are consumed here, never forwarded
             self.interim = True
             return
@@ -127,7 +132,8 @@ class UpstreamConnection(asyncio.Protocol):
             named = set(tokens)
             lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
         self.keep_alive = self.parser.should_keep_alive()
-        self.exchange.response_head(status, lines, has_length)  # type: ignore[union-attr]
+        self.exchange.response_head(  # type: ignore[union-attr]
+            status, lines, has_length, has_length or chunked)
         if self.head_only:
             self.done = True
 
