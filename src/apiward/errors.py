@@ -35,5 +35,6 @@ class WireError(ApiwardError):
     def __init__(self, status: int, reason: str, detail: str = "") -> None:
         self.status = status
         self.reason = reason
+        self.request_id = ""  # set once the request it refuses has one
         self.detail = detail or reason.replace("_", " ")
         super().__init__(f"{status} {reason}: {self.detail}")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from httptools import (
     HttpParserCallbackError,
     HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserInvalidURLError,
     HttpParserUpgrade,
     HttpRequestParser,
 )
@@ -144,6 +146,7 @@ class Downstream(asyncio.Protocol):
     __slots__ = (
         "active",
         "blockers",
+        "body_out",
         "current",
         "dead",
         "deadline",
@@ -195,6 +198,7 @@ class Downstream(asyncio.Protocol):
         self.blockers = 0
         self.dead = False  # the parser hit an error: ignore anything more
         self.out: list[bytes] = []
+        self.body_out: list[bytes] = []
 
     # -- connection lifecycle ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -237,6 +241,8 @@ class Downstream(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
             cause = exc.__context__
+            if isinstance(cause, StopParsing):
+                return
             if isinstance(cause, WireError):
                 self._reject(cause)
             else:
@@ -257,8 +263,19 @@ class Downstream(asyncio.Protocol):
             self._reject(WireError(431, "header_section_too_large",
                                    "the request header section is too large"))
             return
+        if self.body_out:
+            self._send_body()
         if self.out:
             self.flush()
+
+    def _send_body(self) -> None:
+        """Body bytes of this packet, forwarded now that all of the packet parsed cleanly
+        (an error later in the same packet means the upstream sees none of it)."""
+        data = b"".join(self.body_out)
+        self.body_out.clear()
+        call = self.active
+        if call is not None and call.conn is not None and call.conn.transport is not None:
+            write_now(call.conn.transport, data)
 
     def eof_received(self) -> bool:
         # A client half-closing after its request still gets the answer, then the close.
@@ -283,6 +300,8 @@ class Downstream(asyncio.Protocol):
 
     # -- httptools callbacks: the request ---------------------------------------------
     def on_message_begin(self) -> None:
+        if self.dead:
+            raise StopParsing  # the connection closes after what it owes: read no more
         if self.mid_chunk:  # a pipelined head began inside a chunk: its size is unknown
             self.head_bytes = self.gateway.runtime.header_size + 1  # so it gets measured
         self.url = b""
@@ -330,12 +349,9 @@ class Downstream(asyncio.Protocol):
         self.deadline = 0.0  # the body timeout is the longest pause between reads
         if call.local is not None:
             return  # refused already: the body is read and dropped
-        conn = call.conn
-        if conn is not None and conn.transport is not None:
-            if call.body_length == CHUNKED:
-                write_now(conn.transport, b"%x\r\n%b\r\n" % (len(body), body))
-            else:
-                write_now(conn.transport, body)
+        if call.conn is not None:  # sent once the whole packet parsed without error
+            self.body_out.append(b"%x\r\n%b\r\n" % (len(body), body)
+                                 if call.body_length == CHUNKED else body)
         else:
             call.body_parts.append(body)
 
@@ -348,8 +364,8 @@ class Downstream(asyncio.Protocol):
         call.body_done = True
         conn = call.conn
         if conn is not None and call.body_length != 0 and call is self.active:
-            if call.body_length == CHUNKED and conn.transport is not None:
-                batch.write(conn.transport, b"0\r\n\r\n")
+            if call.body_length == CHUNKED:
+                self.body_out.append(b"0\r\n\r\n")
             self._request_sent(call, conn)
 
     # -- judging a head ---------------------------------------------------------------
@@ -409,7 +425,8 @@ class Downstream(asyncio.Protocol):
                                     "the absolute-form target names another host than Host")
                 host = authority
         except WireError as error:
-            return self._refused(call, error, request_id, "http", method, "")
+            error.request_id = request_id
+            raise  # stops the parser: nothing after a broken head is read
         chain = facts.chain() if facts is not None else None
         ip = client_ip(self.peer_ip, chain, runtime.is_trusted_proxy) if chain else self.peer_ip
         host_name = self.host_name if host is self.host else _strip_port(host)
@@ -522,10 +539,11 @@ class Downstream(asyncio.Protocol):
     def _reject(self, error: WireError) -> None:
         """A request broke the wire rules mid-parse: answer it in turn, then close."""
         self.head_bytes = 0
+        self.body_out.clear()  # none of a broken packet's body is forwarded
         self._block(PIPELINE)
         call, self.current = self.current, None
-        refusal = self._refused(Call(), error, self.gateway.next_request_id(), "http",
-                                self.parser_method(), "")
+        refusal = self._refused(Call(), error, error.request_id or self.gateway.next_request_id(),
+                                "http", self.parser_method(), "")
         if call is not None and call is self.active:
             if call.resp_started:
                 self._abort()
@@ -734,17 +752,19 @@ class Downstream(asyncio.Protocol):
         else:
             self._upstream_error(call, 502, reason, detail)
 
-    def _upstream_error(self, call: Call, status: int, reason: str, detail: str) -> None:
+    def _upstream_error(self, call: Call, status: int, reason: str, detail: str,
+                        check: str = "upstream", action: str = "error") -> None:
+        """Answer ``call`` with a problem of the gateway's own making (502, 504, 408)."""
         request = call.request
         assert request is not None
         verdict = deny(status, reason, detail)
-        self._event(request, "upstream", "error", verdict)
+        self._event(request, check, action, verdict)
         if call.conn is not None:
             call.conn.abort()
             call.conn = None
         call.close_after = call.close_after or not call.body_done
         self.out.append(problem_response(
-            verdict, "upstream", request.request_id,
+            verdict, check, request.request_id,
             request_id_header=self.gateway.runtime.request_id_header,
             close=call.close_after or not call.keep_alive, head_only=call.is_head,
         ))
@@ -783,21 +803,16 @@ class Downstream(asyncio.Protocol):
                 call.close_after = True
                 self.current = None
                 self.dead = True
-                self._upstream_timeout(call, 408, "body_timeout",
-                                       "the request body came too slowly")
+                self._upstream_error(call, 408, "body_timeout",
+                                     "the request body came too slowly", "http", "block")
         elif kind == UPSTREAM and call is not None:
             if call.resp_started:
                 self._abort()
             else:
-                self._upstream_timeout(call, 504, "upstream_timeout",
-                                       "the upstream did not answer in time")
+                self._upstream_error(call, 504, "upstream_timeout",
+                                     "the upstream did not answer in time")
         elif kind == SEND:
             self._abort()  # the client stopped reading its answer
-
-    def _upstream_timeout(self, call: Call, status: int, reason: str, detail: str) -> None:
-        self._upstream_error(call, status, reason, detail)
-        if self.out:
-            self.flush()
 
     def drain(self) -> None:
         """Shutdown: an idle connection closes now, a busy one after its answer."""
@@ -841,12 +856,15 @@ def _strip_port(host: str) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
+class StopParsing(Exception):
+    """Raised in a parser callback to make llhttp stop reading a connection."""
+
+
 def _parser_error(exc: HttpParserError) -> WireError:
-    text = str(exc).lower()
-    if "method" in text:
+    if isinstance(exc, HttpParserInvalidMethodError):
         return WireError(400, "invalid_method", "the request method is not valid")
-    if "url" in text:
+    if isinstance(exc, HttpParserInvalidURLError):
         return WireError(400, "invalid_target", "the request target is not valid")
-    if "version" in text:
+    if str(exc) == "Invalid HTTP version":
         return WireError(505, "http_version_not_supported", "only HTTP/1.0 and 1.1 are served")
     return WireError(400, "malformed_request", "the request is not valid HTTP/1.1")
