@@ -243,17 +243,22 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("raw", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
 def test_linear_time(raw: bytes) -> None:
+    """A guard against quadratic (or worse) blow-ups, not a speed test: 8x the input may
+    cost at most ~30x (quadratic would be 64x); the best of 5 runs and a floor of 0.25 s
+    keep a busy machine from failing it."""
+
     def cost(data: bytes) -> float:
-        start = time.perf_counter()
-        for _ in range(3):
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
             with contextlib.suppress(WireError):
                 normalise_target(data, "GET", **ALL)
-        return time.perf_counter() - start
+            runs.append(time.perf_counter() - start)
+        return min(runs)
 
     small = cost(raw)
     big = cost(raw[:2] + raw[2:] * 8)  # 8x the input
-    assert small < 0.1
-    assert big < max(small * 30, 0.05)  # linear (8x) with a lot of slack for noise
+    assert big < max(small * 30, 0.25)
 
 
 # --- properties ---------------------------------------------------------------------------
