@@ -53,6 +53,7 @@ IDLE, HEADER, BODY, UPSTREAM, SEND = 1, 2, 3, 4, 5
 PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
 
 NO_BODY_STATUS = frozenset({204, 304})
+LIMIT_STATUSES = frozenset({413, 414, 431})  # refusals for size, reported by check "limits"
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 METHOD_NAMES = {m.encode(): m for m in
@@ -278,6 +279,10 @@ class Downstream(asyncio.Protocol):
             write_now(call.conn.transport, data)
 
     def eof_received(self) -> bool:
+        if self.current is not None and not self.dead:  # the body it announced never came
+            self._reject(WireError(400, "incomplete_body",
+                                   "the connection ended before the request body did"))
+            return True
         # A client half-closing after its request still gets the answer, then the close.
         self.dead = True
         return self.active is not None or bool(self.queue)
@@ -542,8 +547,9 @@ class Downstream(asyncio.Protocol):
         self.body_out.clear()  # none of a broken packet's body is forwarded
         self._block(PIPELINE)
         call, self.current = self.current, None
+        check = "limits" if error.status in LIMIT_STATUSES else "http"
         refusal = self._refused(Call(), error, error.request_id or self.gateway.next_request_id(),
-                                "http", self.parser_method(), "")
+                                check, self.parser_method(), "")
         if call is not None and call is self.active:
             if call.resp_started:
                 self._abort()
