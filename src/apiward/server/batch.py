@@ -1,23 +1,23 @@
-"""Writes are gathered during one event-loop iteration and sent together at its end.
+"""Requests to upstreams are gathered during one event-loop iteration and sent at its end.
 
-Sending at once would wake the peer (on a shared core: preempt us) once per request;
-sending after the iteration's I/O callbacks lets the upstream and the clients find many
-requests ready per wake-up. That halves context switches and is worth ~20% of throughput.
-Every write and close of the gateway goes through here, so their order per transport holds.
+Sending at once wakes the upstream once per request, and an upstream on the same core then
+preempts the gateway each time; sending after the iteration's I/O callbacks lets it find
+many requests ready per wake-up (measured: ~0.8 -> ~0.4 context switches per request, and
+~15% less upstream CPU per request beside nginx). Client writes are not batched. Anything
+written to an upstream connection goes through here or through ``write_now``, which sends
+what is queued first, so the order per connection holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-_CLOSE = None
-
 
 class WriteBatch:
     __slots__ = ("pending", "scheduled")
 
     def __init__(self) -> None:
-        self.pending: list[tuple[asyncio.WriteTransport, bytes | None]] = []
+        self.pending: list[tuple[asyncio.WriteTransport, bytes]] = []
         self.scheduled = False
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
@@ -26,22 +26,11 @@ class WriteBatch:
             asyncio.get_running_loop().call_soon(self.flush)
         self.pending.append((transport, data))
 
-    def close(self, transport: asyncio.WriteTransport) -> None:
-        """Close after the data written before it."""
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.pending.append((transport, _CLOSE))
-
     def flush(self) -> None:
         self.scheduled = False
         pending, self.pending = self.pending, []
         for transport, data in pending:
-            if transport.is_closing():
-                continue
-            if data is _CLOSE:
-                transport.close()
-            else:
+            if not transport.is_closing():  # aborted since: its request is void
                 transport.write(data)
 
 

@@ -29,7 +29,7 @@ from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
 from apiward.pipeline.runner import run_checks
 from apiward.pipeline.verdict import Verdict, deny
-from apiward.server.batch import batch, write_now
+from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
 from apiward.wire.forwarded import client_ip, forwarded_chain
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
@@ -578,11 +578,11 @@ class Downstream(asyncio.Protocol):
         if transport is None:
             return
         if call.local is not None:
-            batch.write(transport, call.local)
+            transport.write(call.local)
             self._finish(call)
             return
         if call.expect_continue and not call.body_done:
-            batch.write(transport, b"HTTP/1.1 100 Continue\r\n\r\n")
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         api = call.api
         assert api is not None
         conn = api.pool.take_idle()
@@ -709,18 +709,11 @@ class Downstream(asyncio.Protocol):
         self._finish(call)
 
     def flush(self) -> None:
-        """Queue what ``out`` holds for the end of this loop iteration."""
+        """Write what ``out`` holds. Client writes are not batched: a client is not woken
+        on our core, and a slow reader must pause the upstream at once (``pause_writing``)."""
         out = self.out
         if out and self.transport is not None:
-            batch.write(self.transport, b"".join(out) if len(out) > 1 else out[0])
-        out.clear()
-
-    def flush_stream(self) -> None:
-        """Write a part of an answer still streaming now, so that a client slow to read
-        pauses the upstream at once (``pause_writing``) instead of letting reads pile up."""
-        out = self.out
-        if out and self.transport is not None:
-            write_now(self.transport, b"".join(out) if len(out) > 1 else out[0])
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
         out.clear()
 
     def upstream_congested(self, congested: bool) -> None:
@@ -839,7 +832,7 @@ class Downstream(asyncio.Protocol):
     def _close(self) -> None:
         self.dead = True
         if self.transport is not None:
-            batch.close(self.transport)
+            self.transport.close()
 
     def _abort(self) -> None:
         self.dead = True

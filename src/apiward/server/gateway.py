@@ -52,12 +52,12 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
-        self._prefix = os.urandom(6).hex()
+        self._prefix = os.urandom(6).hex() + "-"
         self._counter = itertools.count(1)
 
     # -- per connection ----------------------------------------------------------------
     def next_request_id(self) -> str:
-        return f"{self._prefix}{next(self._counter):08x}"
+        return self._prefix + str(next(self._counter))  # unique per worker start
 
     @staticmethod
     def valid_request_id(value: bytes) -> bool:

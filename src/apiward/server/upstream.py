@@ -31,6 +31,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "interim",
         "keep_alive",
+        "kinds",
         "lines",
         "parser",
         "pool",
@@ -59,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = False
         self.keep_alive = True
         self.table = pool.response_fields
+        self.kinds = self.table.kinds
         self.lines: list[bytes] = [b""]
         self.tokens: list[bytes] = []
         self.has_length = False
@@ -95,7 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.done:
             self._complete(exchange)
         else:
-            exchange.flush_stream()
+            exchange.flush()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -107,8 +109,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        table = self.table
-        kind, lname = table.cache.get(name) or table.classify(name)
+        kind = self.kinds.get(name)
+        if kind is None:
+            kind = self.table.classify(name)[0]
         if kind == PASS:
             self.lines.append(name + b": " + value)
         elif kind == CONTENT_LENGTH:
@@ -116,7 +119,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.lines.append(name + b": " + value)
         elif kind == CONNECTION:
             self.tokens.extend(t.strip() for t in value.lower().split(b","))
-        elif lname == b"transfer-encoding":
+        elif name.lower() == b"transfer-encoding":
             self.chunked = True
 
     def on_headers_complete(self) -> None:

@@ -85,13 +85,14 @@ class FieldTable:
     """Classifies field names as they arrive, keyed by the raw name so that no lower-casing
     is needed for names seen before (peers repeat their spelling). Bounded."""
 
-    __slots__ = ("cache", "set_aside")
+    __slots__ = ("cache", "kinds", "set_aside")
 
     LIMIT = 4096
 
     def __init__(self, set_aside: frozenset[bytes]) -> None:
         self.set_aside = set_aside
         self.cache: dict[bytes, tuple[int, bytes]] = {}
+        self.kinds: dict[bytes, int] = {}  # the class alone, for callers that need no name
 
     def classify(self, name: bytes) -> tuple[int, bytes]:
         """``(class, lower-case name)`` for a raw field name."""
@@ -107,4 +108,5 @@ class FieldTable:
         entry = (kind, lname)
         if len(self.cache) < self.LIMIT:
             self.cache[name] = entry
+            self.kinds[name] = kind
         return entry
