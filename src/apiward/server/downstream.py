@@ -114,6 +114,7 @@ class Call:
         "expect_continue",
         "head",
         "http10",
+        "id_line",
         "is_head",
         "keep_alive",
         "local",
@@ -128,6 +129,7 @@ class Call:
         self.request: Request | None = None
         self.local: bytes | None = None  # a complete response to send instead of forwarding
         self.head = b""  # the upstream request head
+        self.id_line = b""  # "X-Request-ID: ..." for both heads
         self.keep_alive = True
         self.close_after = False
         self.is_head = False
@@ -450,7 +452,11 @@ class Downstream(asyncio.Protocol):
             refusal = run_checks(api.head_checks, request, Context(api, time()), self._would_block)
             if refusal is not None:
                 return self._blocked(call, refusal[1], refusal[0].name)
-        call.head = self._upstream_head(call, request, api, host, facts, runtime)
+        if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
+            line = raw_method + b" " + self.url + b" HTTP/1.1"
+        else:
+            line = _request_line(raw_method, api.base_path, target.path, target.query)
+        call.head = self._upstream_head(call, line, request, api, host, facts, runtime)
         return call
 
     def _host(self, raw: bytes) -> str:
@@ -464,14 +470,11 @@ class Downstream(asyncio.Protocol):
             self.host_line = b"Host: " + raw + b"\r\nX-Forwarded-Host: " + raw
         return self.host
 
-    def _upstream_head(self, call: Call, request: Request, api: CompiledApi, host: str,
-                       facts: NotedFields | None, runtime: Runtime) -> bytes:
+    def _upstream_head(self, call: Call, line: bytes, request: Request, api: CompiledApi,
+                       host: str, facts: NotedFields | None, runtime: Runtime) -> bytes:
         """The request head sent upstream: what the checks judged, hop-by-hop removed."""
-        target = (api.base_path + request.path if api.base_path else request.path).encode()
-        if request.query:
-            target += b"?" + request.query.encode()
         lines = self.lines
-        lines[0] = request.method.encode() + b" " + target + b" HTTP/1.1"
+        lines[0] = line
         tokens = facts.connection_tokens - PLAIN_CONNECTION if facts is not None else None
         if tokens:  # fields the client's Connection header names are hop-by-hop too
             lines = [lines[0], *(
@@ -493,7 +496,8 @@ class Downstream(asyncio.Protocol):
             lines.append(b"X-Forwarded-Proto: " + (facts.forwarded_proto or b"http"))
         else:
             lines.append(self.forwarded_lines)
-        lines.append(runtime.request_id_header + b": " + request.request_id.encode("ascii"))
+        call.id_line = runtime.request_id_header + b": " + request.request_id.encode("ascii")
+        lines.append(call.id_line)
         if call.body_length == CHUNKED:
             lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
         elif call.body_length > 0 or request.method in BODY_METHODS:
@@ -671,8 +675,7 @@ class Downstream(asyncio.Protocol):
         call.resp_started = True
         self.deadline = 0.0  # the upstream timeout now bounds each pause in the body
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
-        lines.append(self.gateway.runtime.request_id_header + b": "
-                     + call.request.request_id.encode())  # type: ignore[union-attr]
+        lines.append(call.id_line)
         bodyless = call.is_head or status in NO_BODY_STATUS
         call.resp_close_delimited = not (bodyless or framed)
         if not (bodyless or has_length):
@@ -842,6 +845,14 @@ class Downstream(asyncio.Protocol):
             call.conn = None
         if self.transport is not None:
             self.transport.abort()
+
+
+def _request_line(method: bytes, base_path: str, path: str, query: str) -> bytes:
+    """``METHOD /base/path?query HTTP/1.1`` from the normalised target."""
+    target = (base_path + path).encode("ascii")
+    if query:
+        target += b"?" + query.encode("ascii")
+    return method + b" " + target + b" HTTP/1.1"
 
 
 def _field_bytes(fields: list[tuple[bytes, bytes, bytes]]) -> int:

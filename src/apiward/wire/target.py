@@ -25,6 +25,9 @@ class Target(NamedTuple):
     query: str
     authority: str | None
     has_matrix: bool
+    verbatim: bool = False
+    """True when the raw target already was this path and query byte for byte (an empty
+    query may keep its "?"), so the server may forward the raw bytes as they are."""
 
 
 # --- character classes (RFC 3986 §2) -------------------------------------------------------
@@ -84,7 +87,7 @@ _NFKC_DANGER = frozenset("/\\.%?#;") | _LOOKALIKES
 # Controls, invisible format characters (bidi overrides, zero-width) and Unicode spaces.
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 
-_ASTERISK = Target("*", "", None, False)
+_ASTERISK = Target("*", "", None, False, True)
 _new = tuple.__new__  # 65 ns instead of 145 ns for Target(...): this is the hot path
 
 
@@ -104,7 +107,7 @@ def normalise_target(
     match = _FAST.fullmatch(raw)
     if match is not None and method != "CONNECT":
         path, query = match.groups(b"")
-        return _new(Target, (path.decode("ascii"), query.decode("ascii"), None, False))
+        return _new(Target, (path.decode("ascii"), query.decode("ascii"), None, False, True))
     return _slow(raw, method, allow_non_ascii, merge_empty_segments, allow_matrix)
 
 
@@ -127,7 +130,7 @@ def _slow(raw: bytes, method: str, allow_non_ascii: bool, merge: bool, matrix: b
     if sep:
         _check_query(query)
     norm, has_matrix = _normalise_path(path, allow_non_ascii, merge, matrix)
-    return _new(Target, (norm, query.decode("ascii"), authority, has_matrix))
+    return _new(Target, (norm, query.decode("ascii"), authority, has_matrix, False))
 
 
 def _split_absolute(raw: bytes) -> tuple[str, bytes]:

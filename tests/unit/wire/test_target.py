@@ -59,7 +59,10 @@ ACCEPTED = [
                          ids=[c[0] for c in ACCEPTED])
 def test_accepted(raw: bytes, path: str, query: str) -> None:
     target = norm(raw)
-    assert target == Target(path, query, None, False)
+    assert target[:4] == Target(path, query, None, False)[:4]
+    if target.verbatim:  # then the raw bytes are the normalised target (maybe a bare "?")
+        expected = (path + ("?" + query if query else "")).encode()
+        assert raw in (expected, expected + b"?")
 
 
 # --- refused: (raw, reason, flags) --------------------------------------------------------
@@ -172,7 +175,7 @@ def test_connect_refused_whatever_the_target() -> None:
 
 
 def test_asterisk_for_options() -> None:
-    assert norm(b"*", "OPTIONS") == Target("*", "", None, False)
+    assert norm(b"*", "OPTIONS")[:4] == ("*", "", None, False)
     assert reason(b"*?x", "OPTIONS") == "invalid_target_form"
 
 
@@ -190,7 +193,7 @@ ABSOLUTE = [
 @pytest.mark.parametrize(("raw", "authority", "path", "query"), [c[1:] for c in ABSOLUTE],
                          ids=[c[0] for c in ABSOLUTE])
 def test_absolute_form(raw: bytes, authority: str, path: str, query: str) -> None:
-    assert norm(raw) == Target(path, query, authority, False)
+    assert norm(raw)[:4] == (path, query, authority, False)
 
 
 FLAGGED = [
