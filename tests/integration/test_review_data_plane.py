@@ -162,9 +162,6 @@ def assert_no_traceback(gateway: GatewayProcess, since: int = 0) -> None:
 
 
 # -- responses stay with their requests ----------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="gateway bug: a second, unasked-for upstream response "
-                   "in the same packet is forwarded to the client as the answer to its "
-                   "next request")
 def test_unasked_second_upstream_response_is_not_forwarded(gateway: GatewayProcess) -> None:
     with RawClient(gateway.port) as client:
         client.send(get("/two/a"))
@@ -176,8 +173,6 @@ def test_unasked_second_upstream_response_is_not_forwarded(gateway: GatewayProce
         assert second.body != b"smuggled"
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: body bytes a misbehaving upstream sends "
-                   "after a HEAD answer are forwarded to the client, desyncing its connection")
 def test_head_answer_with_a_body_does_not_desync_the_client(gateway: GatewayProcess) -> None:
     with RawClient(gateway.port) as client:
         client.send(b"HEAD /headbody/x HTTP/1.1\r\nHost: gw.test\r\n\r\n")
@@ -199,8 +194,6 @@ def test_interim_upstream_answers_are_consumed(gateway: GatewayProcess) -> None:
     assert_no_traceback(gateway, mark)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: an upstream 101 makes httptools raise "
-                   "HttpParserUpgrade, which UpstreamConnection.data_received does not catch")
 def test_unasked_switching_protocols_is_a_clean_502(gateway: GatewayProcess) -> None:
     mark = len(gateway.stderr)
     with RawClient(gateway.port) as client:
@@ -225,9 +218,6 @@ def test_early_upstream_answer_reaches_the_client(gateway: GatewayProcess) -> No
 
 
 # -- pipelining and timers ------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="gateway bug: a pipelined head replaces the active "
-                   "call's UPSTREAM deadline by a HEADER one (on_message_begin), so the "
-                   "connection is closed unanswered after header_timeout")
 def test_pipelined_request_behind_a_slow_call_is_answered(gateway: GatewayProcess) -> None:
     slow = 2.5 * HEADER_TIMEOUT  # well within response_timeout (5 s)
     with RawClient(gateway.port, timeout=10) as client:
@@ -285,9 +275,6 @@ def test_upstream_closing_an_idle_pooled_connection(gateway: GatewayProcess,
         assert (response.status, response.body) == (200, b"ok")
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: a bodiless POST whose pooled connection "
-                   "closed after the upstream read it is sent again on a new connection "
-                   "(RFC 9110 9.2.2: a proxy MUST NOT retry non-idempotent requests)")
 def test_non_idempotent_request_is_not_replayed(gateway: GatewayProcess,
                                                 scripted: dict[str, ScriptedUpstream]) -> None:
     server = scripted["/dies"]
@@ -328,10 +315,6 @@ def test_reload_with_calls_waiting_for_a_full_pool(gateway: GatewayProcess) -> N
 
 
 # -- a client that never reads ----------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="gateway bug: flow control is lost between calls: the "
-                   "last write of an answer happens with no active call (Downstream._finish), "
-                   "so pause_writing is ignored, the next pipelined call's upstream is never "
-                   "paused and no send_timeout is armed; memory grows without bound")
 def test_pipelining_client_that_never_reads_keeps_memory_bounded(
         gateway: GatewayProcess) -> None:
     pid = gateway.proc.pid

@@ -56,6 +56,8 @@ NO_BODY_STATUS = frozenset({204, 304})
 LIMIT_STATUSES = frozenset({413, 414, 431})  # refusals for size, reported by check "limits"
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Safe to send again when a reused connection closed before answering (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 METHOD_NAMES = {m.encode(): m for m in
                 ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
 
@@ -172,6 +174,7 @@ class Downstream(asyncio.Protocol):
         "queue",
         "transport",
         "url",
+        "write_paused",
     )
 
     def __init__(self, gateway: Gateway) -> None:
@@ -202,6 +205,7 @@ class Downstream(asyncio.Protocol):
         self.dead = False  # the parser hit an error: ignore anything more
         self.out: list[bytes] = []
         self.body_out: list[bytes] = []
+        self.write_paused = False
 
     # -- connection lifecycle ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -290,19 +294,29 @@ class Downstream(asyncio.Protocol):
         return self.active is not None or bool(self.queue)
 
     def pause_writing(self) -> None:
-        """The client reads slower than the upstream sends: stop reading the upstream, and
-        time the client (send_timeout) rather than the upstream."""
+        """The client reads slower than its answers come: stop reading the upstream, serve
+        no further pipelined call, and time the client (send_timeout) instead."""
+        self.write_paused = True
         call = self.active
         if call is not None and call.conn is not None and call.conn.transport is not None:
             call.conn.transport.pause_reading()
-            self.deadline_kind = SEND
-            self.deadline = 0.0
+        self.deadline_kind = SEND
+        self.deadline = 0.0
 
     def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.dead and self.active is None and not self.queue:
+            return  # closing: the close completes once the buffer drains
         call = self.active
-        if call is not None and call.conn is not None and call.conn.transport is not None:
-            call.conn.transport.resume_reading()
+        if call is not None:
+            if call.conn is not None and call.conn.transport is not None:
+                call.conn.transport.resume_reading()
             self.deadline_kind = UPSTREAM
+            self.deadline = 0.0
+        elif self.queue:
+            self._next()
+        else:
+            self.deadline_kind = HEADER if self.head_bytes else IDLE
             self.deadline = 0.0
 
     # -- httptools callbacks: the request ---------------------------------------------
@@ -316,8 +330,8 @@ class Downstream(asyncio.Protocol):
         self.noted = []
         self.lines = [b""]  # the request line goes first, once the target is judged
         self.field_table = self.gateway.runtime.request_fields
-        if self.deadline_kind != HEADER:
-            self.deadline_kind = HEADER
+        if self.active is None and self.deadline_kind != HEADER:  # else the call in
+            self.deadline_kind = HEADER  # flight keeps its own deadline
             self.deadline = 0.0
 
     def on_url(self, url: bytes) -> None:
@@ -437,7 +451,13 @@ class Downstream(asyncio.Protocol):
         chain = facts.chain() if facts is not None else None
         ip = client_ip(self.peer_ip, chain, runtime.is_trusted_proxy) if chain else self.peer_ip
         host_name = self.host_name if host is self.host else _strip_port(host)
-        request = Request(method, target.path, target.query, Headers(self.fields), ip,
+        fields = self.fields
+        if facts is not None and facts.connection_tokens - PLAIN_CONNECTION:
+            # Fields the client's Connection header names are not forwarded, so the checks
+            # must not see them either: judged and forwarded stay the same.
+            named = facts.connection_tokens
+            fields = [field for field in fields if field[0] not in named]
+        request = Request(method, target.path, target.query, Headers(fields), ip,
                           request_id, host_name, version)
         call.request = request
         api = runtime.only_api or runtime.route(host_name, target.path)
@@ -647,11 +667,12 @@ class Downstream(asyncio.Protocol):
         if call.close_after or not call.keep_alive or not call.body_done or self.gateway.draining:
             self._close()
             return
+        if self.write_paused:  # the client is not reading: resume_writing goes on
+            self.deadline_kind = SEND
+            self.deadline = 0.0
+            return
         if self.queue:
-            call = self.queue.popleft()
-            if not self.queue:
-                self._unblock(PIPELINE)
-            self._start(call)
+            self._next()
             return
         if self.dead:
             self._close()
@@ -663,6 +684,13 @@ class Downstream(asyncio.Protocol):
         else:
             self.deadline_kind = HEADER
         self.deadline = 0.0
+
+    def _next(self) -> None:
+        """Serve the next pipelined call."""
+        call = self.queue.popleft()
+        if not self.queue:
+            self._unblock(PIPELINE)
+        self._start(call)
 
     # -- the upstream's answer --------------------------------------------------------
     def response_head(self, status: int, lines: list[bytes], has_length: bool,
@@ -733,8 +761,8 @@ class Downstream(asyncio.Protocol):
         call.conn = None
         self._unblock(CONGESTED)
         if not call.resp_started:
-            if conn.reused and not conn.received and call.body_done and not call.body_parts \
-                    and call.body_length == 0:
+            if conn.reused and not conn.received and call.body_length == 0 \
+                    and call.request is not None and call.request.method in IDEMPOTENT:
                 self._start(call)  # a stale keep-alive connection: try a fresh one once
                 return
             self._upstream_error(call, 502, "upstream_closed",
@@ -834,8 +862,12 @@ class Downstream(asyncio.Protocol):
 
     def _close(self) -> None:
         self.dead = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size():  # closing waits for the client to read:
+                self.deadline_kind = SEND  # at most send_timeout, then it is aborted
+                self.deadline = 0.0
+            transport.close()
 
     def _abort(self) -> None:
         self.dead = True

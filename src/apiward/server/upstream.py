@@ -8,13 +8,21 @@ returns, so the connection is back in its pool before the next exchange can take
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserError, HttpResponseParser
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpResponseParser,
+)
 
 from apiward.server.batch import batch
 from apiward.server.pool import UpstreamPool, tune_socket
 from apiward.wire.headers import CONNECTION, CONTENT_LENGTH, PASS, PLAIN_CONNECTION
+
+log = logging.getLogger("apiward.upstream")
 
 if TYPE_CHECKING:
     from apiward.server.downstream import Downstream
@@ -87,17 +95,27 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
-        except HttpParserError:
-            self.close()
-            self.exchange = None
-            exchange.upstream_failed(
-                self, "upstream_bad_response", "the upstream sent an invalid HTTP response"
-            )
+        except HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Surplus):
+                self.usable = False  # it answered more than it was asked: never trusted again
+            else:
+                log.error("internal error on an upstream answer", exc_info=exc.__context__)
+                self._fail(exchange)
+                return
+        except (HttpParserError, HttpParserUpgrade):  # Upgrade: a 101 nobody asked for
+            self._fail(exchange)
             return
         if self.done:
             self._complete(exchange)
         else:
             exchange.flush()
+
+    def _fail(self, exchange: Downstream) -> None:
+        self.close()
+        self.exchange = None
+        exchange.upstream_failed(
+            self, "upstream_bad_response", "the upstream sent an invalid HTTP response"
+        )
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
@@ -119,8 +137,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.lines.append(name + b": " + value)
         elif kind == CONNECTION:
             self.tokens.extend(t.strip() for t in value.lower().split(b","))
-        elif name.lower() == b"transfer-encoding":
-            self.chunked = True
+        elif name.lower() == b"transfer-encoding":  # chunked last, or the close ends it
+            self.chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -140,7 +158,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.head_only:
             self.done = True
 
+    def on_message_begin(self) -> None:
+        if self.done:  # a second response in the same read: bytes nobody asked for
+            raise _Surplus
+
     def on_body(self, body: bytes) -> None:
+        if self.done:  # a body after the head of a HEAD answer: dropped, and so is the
+            self.usable = False  # connection, whose framing can no longer be trusted
+            return
         self.exchange.response_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
@@ -182,3 +207,7 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.close()
         exchange.response_complete()
+
+
+class _Surplus(Exception):
+    """Raised in a parser callback to stop reading what the upstream was not asked for."""
