@@ -320,12 +320,18 @@ class Downstream(asyncio.Protocol):
             self.deadline = 0.0
 
     # -- httptools callbacks: the request ---------------------------------------------
-    def on_message_begin(self) -> None:
+    def on_url(self, url: bytes) -> None:
+        if not self.url:  # a new message: its first callback (no on_message_begin: one
+            self._begin()  # Python call less per request)
+        self.url += url
+        if len(self.url) > self.gateway.runtime.target_length:
+            raise WireError(414, "uri_too_long", "the request target is too long")
+
+    def _begin(self) -> None:
         if self.dead:
             raise StopParsing  # the connection closes after what it owes: read no more
         if self.mid_chunk:  # a pipelined head began inside a chunk: its size is unknown
             self.head_bytes = self.gateway.runtime.header_size + 1  # so it gets measured
-        self.url = b""
         self.fields = []
         self.noted = []
         self.lines = [b""]  # the request line goes first, once the target is judged
@@ -333,11 +339,6 @@ class Downstream(asyncio.Protocol):
         if self.active is None and self.deadline_kind != HEADER:  # else the call in
             self.deadline_kind = HEADER  # flight keeps its own deadline
             self.deadline = 0.0
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.gateway.runtime.target_length:
-            raise WireError(414, "uri_too_long", "the request target is too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.current is not None:
@@ -353,6 +354,7 @@ class Downstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         received, self.head_bytes = self.head_bytes, 0
         call = self._judge_head(received)
+        self.url = b""  # so the next on_url knows a new message begins
         self.current = call
         if self.active is None:
             self._start(call)

@@ -141,6 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
+        if self.done:  # a second response in the same read: bytes nobody asked for
+            raise _Surplus
         status = self.parser.get_status_code()
         lines, self.lines = self.lines, [b""]
         tokens, self.tokens = self.tokens, []
@@ -157,10 +159,6 @@ class UpstreamConnection(asyncio.Protocol):
             status, lines, has_length, has_length or chunked)
         if self.head_only:
             self.done = True
-
-    def on_message_begin(self) -> None:
-        if self.done:  # a second response in the same read: bytes nobody asked for
-            raise _Surplus
 
     def on_body(self, body: bytes) -> None:
         if self.done:  # a body after the head of a HEAD answer: dropped, and so is the
