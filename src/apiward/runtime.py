@@ -17,6 +17,10 @@ from apiward.pipeline.check import Check
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
 from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
+from apiward.wire.target import Target
+
+TARGET_CACHE = 4096
+TARGET_CACHE_BYTES = 512
 
 
 @dataclass(slots=True)
@@ -128,6 +132,10 @@ class Runtime:
             key=lambda a: (a.host is None, a.host_suffix is None, -len(a.path_prefix)),
         )
         self.events = EventLog(config.events.file, config.events.stdout)
+        # Normalised targets by raw bytes: a hot endpoint is normalised once. Only plain
+        # origin-form targets are kept (they mean the same for every method), short ones,
+        # and at most TARGET_CACHE of them: a flood of distinct targets only empties it.
+        self.targets: dict[bytes, Target] = {}
 
     def route(self, host: str, path: str) -> CompiledApi | None:
         """The API serving ``host`` (lower-case, port removed) and ``path``."""
@@ -137,6 +145,12 @@ class Runtime:
             if api.matches(host, path):
                 return api
         return None
+
+    def remember_target(self, raw: bytes, target: Target) -> None:
+        if target.verbatim and target.path != "*" and len(raw) <= TARGET_CACHE_BYTES:
+            if len(self.targets) >= TARGET_CACHE:
+                self.targets.clear()
+            self.targets[raw] = target
 
     def is_trusted_proxy(self, ip: str) -> bool:
         if not self.trusted_proxies:

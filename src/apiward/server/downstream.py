@@ -439,8 +439,12 @@ class Downstream(asyncio.Protocol):
                     else self._host(hosts[0]))
             if version != "1.1" and not call.http10:
                 check_version(version)
-            target = normalise_target(self.url, method, allow_non_ascii=runtime.allow_non_ascii,
-                                      merge_empty_segments=runtime.merge_empty_segments)
+            target = runtime.targets.get(self.url)  # hot targets are judged once
+            if target is None or method == "CONNECT":
+                target = normalise_target(self.url, method,
+                                          allow_non_ascii=runtime.allow_non_ascii,
+                                          merge_empty_segments=runtime.merge_empty_segments)
+                runtime.remember_target(self.url, target)
             if target.authority is not None:
                 authority = target.authority.lower()
                 if hosts and authority != host:
