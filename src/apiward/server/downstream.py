@@ -31,8 +31,9 @@ from apiward.pipeline.runner import run_checks
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
-from apiward.wire.forwarded import client_ip, forwarded_chain
+from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
+from apiward.wire.head import NotedFields, field_bytes, request_line, strip_port
 from apiward.wire.headers import PASS, PLAIN_CONNECTION, Headers
 from apiward.wire.problem import problem_response
 from apiward.wire.target import is_valid_host, normalise_target
@@ -60,46 +61,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 METHOD_NAMES = {m.encode(): m for m in
                 ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
-
-
-class NotedFields:
-    """The request fields that framing, host and client address depend on (slow path)."""
-
-    __slots__ = ("connection_tokens", "content_lengths", "expect_continue", "forwarded",
-                 "forwarded_proto", "hosts", "request_id", "transfer_encodings", "xff")
-
-    def __init__(self, noted: list[tuple[bytes, bytes]], request_id_lname: bytes) -> None:
-        self.hosts: list[bytes] = []
-        self.content_lengths: list[bytes] = []
-        self.transfer_encodings: list[bytes] = []
-        self.xff: list[str] = []
-        self.forwarded: list[str] = []
-        self.forwarded_proto: bytes | None = None
-        self.connection_tokens: frozenset[bytes] = frozenset()
-        self.expect_continue = False
-        self.request_id: bytes | None = None
-        for lname, value in noted:
-            if lname == b"host":
-                self.hosts.append(value)
-            elif lname == b"content-length":
-                self.content_lengths.append(value)
-            elif lname == b"transfer-encoding":
-                self.transfer_encodings.append(value)
-            elif lname == b"expect":
-                self.expect_continue = value.strip().lower() == b"100-continue"
-            elif lname == b"connection":
-                self.connection_tokens |= {t.strip() for t in value.lower().split(b",")}
-            elif lname == b"x-forwarded-for":
-                self.xff.append(value.decode("latin-1"))
-            elif lname == b"forwarded":
-                self.forwarded.append(value.decode("latin-1"))
-            elif lname == b"x-forwarded-proto":
-                self.forwarded_proto = value
-            elif lname == request_id_lname and self.request_id is None:
-                self.request_id = value
-
-    def chain(self) -> list[str]:
-        return forwarded_chain(self.xff, self.forwarded) if self.xff or self.forwarded else []
 
 
 class Call:
@@ -422,7 +383,7 @@ class Downstream(asyncio.Protocol):
         try:
             if len(self.fields) > runtime.header_count:
                 raise WireError(431, "too_many_headers", "the request has too many header fields")
-            if received > runtime.header_size and _field_bytes(self.fields) > runtime.header_size:
+            if received > runtime.header_size and field_bytes(self.fields) > runtime.header_size:
                 raise WireError(431, "header_section_too_large",
                                 "the request header section is too large")
             if facts is not None and (facts.content_lengths or facts.transfer_encodings):
@@ -456,7 +417,7 @@ class Downstream(asyncio.Protocol):
             raise  # stops the parser: nothing after a broken head is read
         chain = facts.chain() if facts is not None else None
         ip = client_ip(self.peer_ip, chain, runtime.is_trusted_proxy) if chain else self.peer_ip
-        host_name = self.host_name if host is self.host else _strip_port(host)
+        host_name = self.host_name if host is self.host else strip_port(host)
         fields = self.fields
         if facts is not None and facts.connection_tokens - PLAIN_CONNECTION:
             # Fields the client's Connection header names are not forwarded, so the checks
@@ -481,7 +442,7 @@ class Downstream(asyncio.Protocol):
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
-            line = _request_line(raw_method, api.base_path, target.path, target.query)
+            line = request_line(raw_method, api.base_path, target.path, target.query)
         call.head = self._upstream_head(call, line, request, api, host, facts, runtime)
         return call
 
@@ -492,7 +453,7 @@ class Downstream(asyncio.Protocol):
                 raise WireError(400, "invalid_host", "the Host header is not a valid host[:port]")
             self.host_raw = raw
             self.host = raw.decode("latin-1").lower()
-            self.host_name = _strip_port(self.host)
+            self.host_name = strip_port(self.host)
             self.host_line = b"Host: " + raw + b"\r\nX-Forwarded-Host: " + raw
         return self.host
 
@@ -883,25 +844,6 @@ class Downstream(asyncio.Protocol):
             call.conn = None
         if self.transport is not None:
             self.transport.abort()
-
-
-def _request_line(method: bytes, base_path: str, path: str, query: str) -> bytes:
-    """``METHOD /base/path?query HTTP/1.1`` from the normalised target."""
-    target = (base_path + path).encode("ascii")
-    if query:
-        target += b"?" + query.encode("ascii")
-    return method + b" " + target + b" HTTP/1.1"
-
-
-def _field_bytes(fields: list[tuple[bytes, bytes, bytes]]) -> int:
-    """The size of a header section as sent: ``name: value CRLF`` per field."""
-    return sum(len(name) + len(value) + 4 for _, name, value in fields)
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 class StopParsing(Exception):
