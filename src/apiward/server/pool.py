@@ -49,10 +49,18 @@ class UpstreamPool:
         self.closed = False
         self.clock = 0.0  # the sweeper's last reading: idle ages need no precision
         self.response_fields = FieldTable(HOP_BY_HOP)  # the runtime shares its own
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Calls waiting at max_total: each gets a released connection, or None when a slot
+        # frees (then it connects).
+        self._waiters: collections.deque[asyncio.Future[UpstreamConnection | None]] = (
+            collections.deque()
+        )
 
     def take_idle(self) -> UpstreamConnection | None:
-        """An idle keep-alive connection, most recently used first, or None."""
+        """An idle keep-alive connection, most recently used first, or None; None too while
+        earlier calls wait for one (first come, first served)."""
+        return None if self._waiters else self._pop_idle()
+
+    def _pop_idle(self) -> UpstreamConnection | None:
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -67,14 +75,19 @@ class UpstreamPool:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
+        queued_behind = bool(self._waiters)  # then wait in line before taking anything
         while self.total >= self.max_total:
-            conn = self.take_idle()
-            if conn is not None:
-                return conn
+            if not queued_behind:
+                conn = self._pop_idle()
+                if conn is not None:
+                    return conn
+            queued_behind = False
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+                handed = await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+                if handed is not None:  # a released connection, passed on in turn
+                    return handed
             except TimeoutError:
                 raise UpstreamUnavailable(
                     504, "upstream_pool_exhausted", "no upstream connection became free in time"
@@ -103,12 +116,19 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back to the idle list when reusable, else closed."""
-        if self.closed or not conn.usable or len(self.idle) >= self.max_idle:
+        if self.closed or not conn.usable:
+            conn.close()
+            return
+        while self._waiters:  # the longest-waiting call gets it, not a newcomer
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if len(self.idle) >= self.max_idle:
             conn.close()
             return
         conn.idle_since = self.clock
         self.idle.append(conn)
-        self._wake()
 
     def discard(self, conn: UpstreamConnection) -> None:
         """A connection ended (closed by either side): free its slot."""
