@@ -31,6 +31,7 @@ class CompiledApi:
     host: str | None
     host_suffix: str | None
     path_prefix: str
+    path_dir: str  # the prefix with one "/" after it: prefixes match whole segments
     head_checks: tuple[Check, ...]
     body_checks: tuple[Check, ...]
     pool: UpstreamPool
@@ -45,7 +46,7 @@ class CompiledApi:
         if self.host_suffix is not None and not host.endswith(self.host_suffix):
             return False
         prefix = self.path_prefix
-        return prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+        return prefix == "/" or path == prefix or path.startswith(self.path_dir)
 
 
 def compile_checks(api: Api) -> tuple[Check, ...]:
@@ -72,6 +73,7 @@ def compile_api(api: Api) -> CompiledApi:
         host=host,
         host_suffix=suffix,
         path_prefix=api.match.path_prefix,
+        path_dir=api.match.path_prefix.rstrip("/") + "/",
         head_checks=tuple(c for c in checks if not c.needs_body),
         body_checks=tuple(c for c in checks if c.needs_body),
         pool=UpstreamPool(

@@ -277,8 +277,7 @@ class Downstream(asyncio.Protocol):
         elif self.queue:
             self._next()
         else:
-            self.deadline_kind = HEADER if self.head_bytes else IDLE
-            self.deadline = 0.0
+            self._await_head()
 
     # -- httptools callbacks: the request ---------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -334,8 +333,7 @@ class Downstream(asyncio.Protocol):
         if call.local is not None:
             return  # refused already: the body is read and dropped
         if call.conn is not None:  # sent once the whole packet parsed without error
-            self.body_out.append(b"%x\r\n%b\r\n" % (len(body), body)
-                                 if call.body_length == CHUNKED else body)
+            self.body_out.append(_chunk(body) if call.body_length == CHUNKED else body)
         else:
             call.body_parts.append(body)
 
@@ -350,7 +348,7 @@ class Downstream(asyncio.Protocol):
         if conn is not None and call.body_length != 0 and call is self.active:
             if call.body_length == CHUNKED:
                 self.body_out.append(b"0\r\n\r\n")
-            self._request_sent(call, conn)
+            self._request_sent(conn)
 
     # -- judging a head ---------------------------------------------------------------
     def _judge_head(self, received: int) -> Call:
@@ -582,7 +580,7 @@ class Downstream(asyncio.Protocol):
         else:
             self._block(CONNECTING)
             self.deadline_kind = 0
-            asyncio.get_running_loop().create_task(self._connect(call, api))
+            self.gateway.spawn(self._connect(call, api))
 
     async def _connect(self, call: Call, api: CompiledApi) -> None:
         try:
@@ -591,6 +589,13 @@ class Downstream(asyncio.Protocol):
             self._unblock(CONNECTING)
             if self.active is call:
                 self._upstream_error(call, exc.status, exc.reason, exc.detail)
+            return
+        except Exception:  # never leave the client waiting on a connect that failed oddly
+            log.exception("connecting to the upstream of %r failed", api.name)
+            self._unblock(CONNECTING)
+            if self.active is call:
+                self._upstream_error(call, 502, "upstream_unreachable",
+                                     "the upstream could not be reached")
             return
         self._unblock(CONNECTING)
         if self.active is not call or self.transport is None or self.transport.is_closing():
@@ -603,7 +608,7 @@ class Downstream(asyncio.Protocol):
         data = call.head
         if call.body_parts:
             if call.body_length == CHUNKED:
-                data += b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in call.body_parts)
+                data += b"".join(map(_chunk, call.body_parts))
             else:
                 data += b"".join(call.body_parts)
             call.body_parts = []
@@ -611,14 +616,13 @@ class Downstream(asyncio.Protocol):
             data += b"0\r\n\r\n"
         conn.send(self, data, call.is_head)
         if call.body_done:
-            conn.request_sent = True
-            self.deadline_kind = UPSTREAM
-            self.deadline = 0.0
+            self._request_sent(conn)
         else:
             self.deadline_kind = BODY
             self.deadline = 0.0
 
-    def _request_sent(self, call: Call, conn: UpstreamConnection) -> None:
+    def _request_sent(self, conn: UpstreamConnection) -> None:
+        """The whole request is upstream: now the upstream's answer is timed."""
         conn.request_sent = True
         self.deadline_kind = UPSTREAM
         self.deadline = 0.0
@@ -646,10 +650,11 @@ class Downstream(asyncio.Protocol):
             return
         if self.blockers:
             self._unblock(PIPELINE)
-        if not self.head_bytes:
-            self.deadline_kind = IDLE
-        else:
-            self.deadline_kind = HEADER
+        self._await_head()
+
+    def _await_head(self) -> None:
+        """Nothing to answer: time the next head (begun) or the idle keep-alive."""
+        self.deadline_kind = HEADER if self.head_bytes else IDLE
         self.deadline = 0.0
 
     def _next(self) -> None:
@@ -693,7 +698,7 @@ class Downstream(asyncio.Protocol):
             return
         self.deadline = 0.0
         if call.resp_chunked:
-            self.out.append(b"%x\r\n%b\r\n" % (len(body), body))
+            self.out.append(_chunk(body))
         else:
             self.out.append(body)
 
@@ -844,6 +849,11 @@ class Downstream(asyncio.Protocol):
             call.conn = None
         if self.transport is not None:
             self.transport.abort()
+
+
+def _chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class StopParsing(Exception):

@@ -14,7 +14,9 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Coroutine
 from time import monotonic
+from typing import Any
 
 from apiward.runtime import Runtime
 from apiward.server.downstream import Downstream
@@ -52,6 +54,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._prefix = os.urandom(6).hex() + "-"
         self._counter = itertools.count(1)
 
@@ -89,6 +92,13 @@ class Gateway:
                 self.per_ip[conn.peer_ip] = count - 1
         if self._drained is not None and not self.conns:
             self._drained.set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a per-call task, holding a reference until it ends (the loop keeps only a
+        weak one, so an unheld task could vanish mid-way and leave its call hanging)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def serve(self, sock: socket.socket) -> None:

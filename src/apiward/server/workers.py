@@ -70,14 +70,7 @@ async def serve(config: Config, source: Path | None, sock: socket.socket,
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    reloads: set[asyncio.Task[None]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(reload_runtime(gateway, source))
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGHUP, lambda: gateway.spawn(reload_runtime(gateway, source)))
     ready()
     await stop.wait()
     log.info("shutting down: finishing calls in flight (up to %.0fs)",
