@@ -54,10 +54,15 @@ def main() -> None:
 def run(config_path: Path | None, listen: str | None, upstream: str | None,
         spec: Path | None, mode: str | None, workers: int | None, verbose: bool) -> None:
     """Run the gateway in front of an API."""
+    from apiward.runtime import Runtime
     from apiward.server.workers import run as serve
 
     setup_logging(verbose)
     config = _config(config_path, listen, upstream, spec, mode, workers)
+    try:  # compile once up front, so a config that cannot run fails here, clearly
+        Runtime(config).close()
+    except ConfigError as error:
+        fail(error)
     try:
         code = serve(config, config_path.resolve() if config_path else None)
     except OSError as error:

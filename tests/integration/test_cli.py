@@ -170,6 +170,20 @@ def test_run_bad_config_exits_2(bad: Path) -> None:
     assert "apiward listening" not in result.stdout
 
 
+def test_run_unwritable_event_log_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "apiward.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": "127.0.0.1:0",
+        "events": {"file": str(tmp_path)},  # a directory: it cannot be opened for writing
+        "apis": [{"upstream": {"url": "http://127.0.0.1:9"}}],
+    }))
+    result = apiward("run", "--config", str(config))
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "events.file: cannot open" in result.stderr
+    assert "apiward listening" not in result.stdout
+
+
 def test_run_upstream_not_http_exits_2() -> None:
     result = apiward("run", "--upstream", "ftp://x", "--listen", "127.0.0.1:0")
     assert result.returncode == 2

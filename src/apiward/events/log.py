@@ -19,6 +19,8 @@ from typing import IO, Any
 
 import orjson
 
+from apiward.errors import ConfigError
+
 log = logging.getLogger("apiward.events")
 
 FLUSH_DELAY = 0.05
@@ -33,8 +35,12 @@ class EventLog:
         if stdout:
             self._sinks.append(sys.stdout.buffer)
         if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            self._sinks.append(open(file, "ab"))  # noqa: SIM115 - lives as long as the log
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                self._sinks.append(open(file, "ab"))  # noqa: SIM115 - lives with the log
+            except OSError as error:
+                raise ConfigError(f"events.file: cannot open {file} for writing: "
+                                  f"{error.strerror or error}") from None
         self._pending: list[bytes] = []
         self._scheduled = False
         self.dropped = 0
