@@ -13,7 +13,7 @@ from pathlib import Path
 
 from apiward.config.models import Api, Config, parse_hostport
 from apiward.events.log import EventLog
-from apiward.pipeline.check import Check
+from apiward.pipeline.check import Check, Deps
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
 from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
@@ -49,18 +49,18 @@ class CompiledApi:
         return prefix == "/" or path == prefix or path.startswith(self.path_dir)
 
 
-def compile_checks(api: Api) -> tuple[Check, ...]:
+def compile_checks(api: Api, deps: Deps) -> tuple[Check, ...]:
     checks = []
     for module in CHECKS:
         check_config = getattr(api.checks, module.NAME)
         if check_config is not None:
-            check = module.build(check_config, check_config.mode or api.mode)
+            check = module.build(check_config, check_config.mode or api.mode, deps)
             checks.append(dataclasses.replace(check, on_error=check_config.on_error))
     return tuple(checks)
 
 
 def compile_api(api: Api) -> CompiledApi:
-    checks = compile_checks(api)
+    checks = compile_checks(api, Deps(api.name))
     host = api.match.host.lower() if api.match.host else None
     suffix = None
     if host and host.startswith("*."):
@@ -74,8 +74,8 @@ def compile_api(api: Api) -> CompiledApi:
         host_suffix=suffix,
         path_prefix=api.match.path_prefix,
         path_dir=api.match.path_prefix.rstrip("/") + "/",
-        head_checks=tuple(c for c in checks if not c.needs_body),
-        body_checks=tuple(c for c in checks if c.needs_body),
+        head_checks=checks,
+        body_checks=tuple(c for c in checks if c.run_body is not None),
         pool=UpstreamPool(
             upstream.host,
             upstream.port,

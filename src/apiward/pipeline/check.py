@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,14 +26,27 @@ class CheckConfig(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
-    """A compiled check: ``run(request, context) -> Verdict``.
+class Deps:
+    """What a check may be built against besides its own config: the API's compiled
+    OpenAPI description (None without a spec)."""
 
-    ``needs_body`` checks run in the body stage, after the body is read within limits.
+    api_name: str = "default"
+    spec: Any = None
+
+
+NO_DEPS = Deps()
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A compiled check: ``run(request, context) -> Verdict`` on the head.
+
+    A check with ``run_body`` also judges the body, in the body stage: the server reads
+    the body (within ``context.body_limit``) only when a head check asked for it.
     """
 
     name: str
     mode: Mode
     run: Callable[[Request, Context], Verdict]
-    needs_body: bool = False
+    run_body: Callable[[Request, Context], Verdict] | None = None
     on_error: Literal["block", "allow"] = "block"

@@ -25,9 +25,20 @@ def run_checks(checks: tuple[Check, ...], request: Request, context: Context,
     on. A check that raises is logged with its name and fails closed, unless its config
     says ``on_error: allow``.
     """
+    return _run(checks, request, context, would_block, False)
+
+
+def run_body_checks(checks: tuple[Check, ...], request: Request, context: Context,
+                    would_block: WouldBlock) -> tuple[Check, Verdict] | None:
+    """The same, for the body stage: each check's ``run_body`` on the buffered body."""
+    return _run(checks, request, context, would_block, True)
+
+
+def _run(checks: tuple[Check, ...], request: Request, context: Context,
+         would_block: WouldBlock, body: bool) -> tuple[Check, Verdict] | None:
     for check in checks:
         try:
-            verdict = check.run(request, context)
+            verdict = check.run_body(request, context) if body else check.run(request, context)
         except Exception:
             log.exception("check %r failed", check.name)
             verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED

@@ -27,7 +27,7 @@ from httptools import (
 from apiward.errors import WireError
 from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
-from apiward.pipeline.runner import run_checks
+from apiward.pipeline.runner import run_body_checks, run_checks
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
@@ -70,10 +70,13 @@ class Call:
         "api",
         "body_done",
         "body_length",
+        "body_limit",
         "body_parts",
         "body_received",
+        "buffered",
         "close_after",
         "conn",
+        "context",
         "expect_continue",
         "head",
         "http10",
@@ -87,7 +90,7 @@ class Call:
         "resp_started",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, body_limit: int = 0) -> None:
         self.api: CompiledApi | None = None
         self.request: Request | None = None
         self.local: bytes | None = None  # a complete response to send instead of forwarding
@@ -102,6 +105,10 @@ class Call:
         self.body_received = 0
         self.body_done = False
         self.body_parts: list[bytes] = []
+        self.body_limit = body_limit
+        # The body is read whole and judged by the body checks before anything is sent.
+        self.buffered = False
+        self.context: Context | None = None
         self.conn: UpstreamConnection | None = None
         self.resp_started = False
         self.resp_chunked = False
@@ -327,7 +334,7 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         call.body_received += len(body)
-        if call.body_received > self.gateway.runtime.body_size:
+        if call.body_received > call.body_limit:
             raise WireError(413, "body_too_large", "the request body is larger than allowed")
         self.deadline = 0.0  # the body timeout is the longest pause between reads
         if call.local is not None:
@@ -344,6 +351,11 @@ class Downstream(asyncio.Protocol):
         self.current = None
         self.mid_chunk = True
         call.body_done = True
+        if call.buffered:
+            self._judge_body(call)
+            if call is self.active:
+                self._start(call)
+            return
         conn = call.conn
         if conn is not None and call.body_length != 0 and call is self.active:
             if call.body_length == CHUNKED:
@@ -359,7 +371,7 @@ class Downstream(asyncio.Protocol):
         gateway = self.gateway
         runtime = gateway.runtime
         parser = self.parser
-        call = Call()
+        call = Call(runtime.body_size)
         call.keep_alive = parser.should_keep_alive()
         raw_method = parser.get_method()
         method = METHOD_NAMES.get(raw_method) or raw_method.decode("ascii")
@@ -434,9 +446,19 @@ class Downstream(asyncio.Protocol):
             verdict = deny(413, "body_too_large", "the request body is larger than allowed")
             return self._blocked(call, verdict, "limits")
         if api.head_checks:
-            refusal = run_checks(api.head_checks, request, Context(api, time()), self._would_block)
+            context = Context(api, time())
+            refusal = run_checks(api.head_checks, request, context, self._would_block)
             if refusal is not None:
                 return self._blocked(call, refusal[1], refusal[0].name)
+            limit = context.body_limit
+            if limit is not None and call.body_length != 0:  # a body check will judge it
+                if call.body_length > limit:
+                    verdict = deny(413, "body_too_large",
+                                   "the request body is larger than this operation accepts")
+                    return self._blocked(call, verdict, "limits")
+                call.buffered = True
+                call.body_limit = limit
+                call.context = context
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
@@ -483,6 +505,8 @@ class Downstream(asyncio.Protocol):
             lines.append(self.forwarded_lines)
         call.id_line = runtime.request_id_header + b": " + request.request_id.encode("ascii")
         lines.append(call.id_line)
+        if call.buffered:  # framed once the body is read: Content-Length, never chunked
+            return b"\r\n".join(lines)
         if call.body_length == CHUNKED:
             lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
         elif call.body_length > 0 or request.method in BODY_METHODS:
@@ -491,11 +515,27 @@ class Downstream(asyncio.Protocol):
             lines.append(b"\r\n")
         return b"\r\n".join(lines)
 
-    def _blocked(self, call: Call, verdict: Verdict, check: str) -> Call:
+    def _judge_body(self, call: Call) -> None:
+        """The body stage: the whole body is here; the body checks judge it, then it is
+        forwarded with a Content-Length (a chunked body is re-framed) or refused."""
+        request, api, context = call.request, call.api, call.context
+        assert request is not None and api is not None and context is not None
+        body = b"".join(call.body_parts)
+        call.body_parts = [body]
+        call.body_length = len(body)
+        request.body = body
+        refusal = run_body_checks(api.body_checks, request, context, self._would_block)
+        if refusal is not None:
+            self._blocked(call, refusal[1], refusal[0].name, body_read=True)
+        else:
+            call.head += b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    def _blocked(self, call: Call, verdict: Verdict, check: str, body_read: bool = False) -> Call:
         request = call.request
         assert request is not None
         self._event(request, check, "block", verdict)
-        close = call.body_length != 0 or call.expect_continue or not call.keep_alive
+        close = ((not body_read and (call.body_length != 0 or call.expect_continue))
+                 or not call.keep_alive)
         call.local = problem_response(
             verdict, check, request.request_id,
             request_id_header=self.gateway.runtime.request_id_header,
@@ -572,6 +612,10 @@ class Downstream(asyncio.Protocol):
             return
         if call.expect_continue and not call.body_done:
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if call.buffered and not call.body_done:  # on_message_complete goes on
+            self.deadline_kind = BODY
+            self.deadline = 0.0
+            return
         api = call.api
         assert api is not None
         conn = api.pool.take_idle()

@@ -11,7 +11,7 @@ import ipaddress
 from pydantic import Field
 
 from apiward.config.units import Network
-from apiward.pipeline.check import Check, CheckConfig, Mode
+from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
 NAME = "ipfilter"
@@ -24,7 +24,7 @@ class Config(CheckConfig):
     deny: list[Network] = Field(default_factory=list)
 
 
-def build(config: Config, mode: Mode) -> Check:
+def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     allow = tuple(config.allow)
     denied = tuple(config.deny)
     refusal = deny(403, "ip_denied", "requests from this address are not allowed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from apiward.pipeline.check import Check, CheckConfig, Mode
+from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
 NAME = "methods"
@@ -26,7 +26,7 @@ class Config(CheckConfig):
         return out
 
 
-def build(config: Config, mode: Mode) -> Check:
+def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     allowed = frozenset(config.allow)
     refusal = deny(
         405,
