@@ -46,7 +46,8 @@ _BRACKETS = bytes.maketrans(b"{}", b"[]")
 def parse_json(body: bytes, max_depth: int = 64) -> Any:
     """Parse with orjson, refusing what orjson lets through silently.
 
-    - nesting deeper than ``max_depth`` (``depth``): arrays and objects count one level;
+    - nesting deeper than ``max_depth`` (``depth``): arrays and objects count one level
+      (orjson itself stops at 1024, so a larger ``max_depth`` acts as 1024);
     - duplicate keys, even spelled differently (``"a"`` and ``"\\u0061"``), at any level
       (``duplicate_key``). orjson keeps the last; an upstream may keep the first.
       Detection: the ``:`` outside strings in the body are its key/value pairs; the
@@ -66,9 +67,11 @@ def parse_json(body: bytes, max_depth: int = 64) -> Any:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as err:
         raise _json_error(err) from None
-    if type(value) is not dict and type(value) is not list:
-        return value
     shape = body.translate(_SHAPE)  # digits → "0", "{" → "[": two questions, one pass
+    if type(value) is not dict and type(value) is not list:
+        if _LONG_RUN in shape:
+            _check_big_ints(body)
+        return value
     if shape.count(b"[") > max_depth and _too_deep(body, max_depth):
         raise BodyError("depth", f"JSON nested deeper than {max_depth} levels")
     colons = body.count(b":")
