@@ -1,0 +1,588 @@
+"""Parameter deserialisers: raw path, query, header and cookie strings → Python values, per
+the ``style``/``explode`` table of OpenAPI 3.1 ("Style Examples"), then coerced to the
+schema's types so that a JSON Schema validator can judge them.
+
+Decisions:
+
+- Values are percent-decoded as UTF-8, strictly: a truncated or non-hex escape, or bytes
+  that are not UTF-8 (``%C0%AF``), is a violation, never a replacement character.
+- The query is read as ``application/x-www-form-urlencoded`` (``+`` is a space; a literal
+  plus is ``%2B``), like every web framework reads it. It is parsed once per request.
+- Delimiters are found before decoding (``a%2Cb,c`` is ``["a,b", "c"]``), except for
+  ``spaceDelimited`` and ``pipeDelimited``, whose delimiters arrive encoded.
+- A value that does not convert to its schema's type stays a string, so the validator
+  reports the type error with the schema's words. Header values are not percent-decoded
+  (RFC 9110 fields, see the spec's Appendix D).
+- A parameter that is not an array, given twice, is a violation (``repeated``): which copy
+  the upstream reads is not ours to guess (HTTP parameter pollution).
+- An empty query value is a violation unless ``allowEmptyValue`` (as openapi-core).
+- Combinations the spec marks n/a (``spaceDelimited`` with ``explode: true``, primitives
+  with a delimited style) are read as ``form`` with the same ``explode``.
+- Header parameters named Accept, Content-Type or Authorization are ignored (the spec
+  says so; the media type and security checks own them).
+
+Cost (CPython 3.11, dev machine, timeit): an operation with an integer path parameter
+and an integer query parameter extracts in ~2.5 µs; one with no parameters in ~0.3 µs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from apiward.errors import SpecError
+from apiward.pipeline.verdict import Violation
+
+LOCATIONS = ("path", "query", "header", "cookie")
+DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie": "form"}
+STYLES = {
+    "path": frozenset({"simple", "label", "matrix"}),
+    "query": frozenset({"form", "spaceDelimited", "pipeDelimited", "deepObject"}),
+    "header": frozenset({"simple"}),
+    "cookie": frozenset({"form"}),
+}
+IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
+SHOWN = 40
+"""Longest piece of a request shown in a message."""
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_INT = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_MAX_DIGITS = 4000  # below CPython's int() limit (4300): longer stays a string
+
+
+class _Bad(Exception):
+    """A value that cannot be read: becomes one Violation at the parameter's location."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+Reader = Callable[[Any], Any]
+
+
+@dataclass(eq=False, slots=True)
+class ParameterRule:
+    """One compiled Parameter Object. ``schema`` (found in the document at ``base``) is
+    what the value must then match: the parameter's ``schema``, or its ``content`` media
+    type's schema (``media_type`` set; JSON media types are parsed as JSON)."""
+
+    name: str
+    location: str  # path, query, header or cookie
+    required: bool
+    deprecated: bool
+    style: str
+    explode: bool
+    allow_empty: bool
+    allow_reserved: bool
+    schema: Any
+    base: str
+    media_type: str | None = None
+    shape: str = "primitive"  # or "array", "object"
+    where: str = ""  # "query.limit": where violations are reported
+    read: Reader = field(default=str, repr=False)  # raw input for its location → value
+    spread: str = ""  # query objects read from several names: "form" or "deep"
+    properties: frozenset[str] = frozenset()  # form-exploded object: names it owns
+    open_ended: bool = False  # form-exploded object taking names no rule declares
+
+
+def compile_parameter(param: dict, base: str, spec: Any) -> ParameterRule:
+    """A ParameterRule from a ($ref-resolved) Parameter Object found at ``base``; ``spec``
+    (a SpecDocument, or None for a self-contained schema) resolves references inside."""
+    name, location = param.get("name"), param.get("in")
+    if not isinstance(name, str) or location not in LOCATIONS:
+        raise SpecError(f"parameter {name!r}: needs a string name and 'in' among "
+                        f"{', '.join(LOCATIONS)}")
+    style = param.get("style") or DEFAULT_STYLE[location]
+    if style not in STYLES[location]:
+        raise SpecError(f"{location} parameter {name!r}: style {style!r} is not allowed in "
+                        f"{location} (use {', '.join(sorted(STYLES[location]))})")
+    media_type = None
+    schema = param.get("schema")
+    schema_base = base
+    if "content" in param:
+        content = param.get("content") or {}
+        if len(content) != 1:
+            raise SpecError(f"{location} parameter {name!r}: content must have one entry")
+        media_type, media = next(iter(content.items()))
+        media, schema_base = _resolve(spec, media, base)
+        schema = (media or {}).get("schema")
+    rule = ParameterRule(
+        name=name,
+        location=location,
+        required=location == "path" or bool(param.get("required", False)),
+        deprecated=bool(param.get("deprecated", False)),
+        style=style,
+        explode=bool(param.get("explode", style == "form")),
+        allow_empty=bool(param.get("allowEmptyValue", False)),
+        allow_reserved=bool(param.get("allowReserved", False)),
+        schema=schema,
+        base=schema_base,
+        media_type=media_type,
+        where=f"{location}.{name}",
+    )
+    if media_type is not None:
+        rule.read = _content_reader(rule)
+        return rule
+    types = _types(spec, schema, schema_base)
+    rule.shape = "array" if types - {"null"} == {"array"} else \
+        "object" if types - {"null"} == {"object"} else "primitive"
+    if rule.shape == "object" and location == "query" and style == "deepObject":
+        rule.spread = "deep"
+    elif rule.shape == "object" and location in ("query", "cookie") and rule.explode:
+        rule.spread = "form"  # R=100&G=200 (delimited styles: n/a, read as form)
+    rule.read = _reader(rule, spec, schema, schema_base)
+    if rule.spread == "form":
+        node = _resolve(spec, schema, schema_base)[0]
+        node = node if isinstance(node, dict) else {}
+        rule.properties = frozenset(node.get("properties") or ())
+        # It takes the names no rule declares when it says so (additionalProperties true
+        # or a schema), or names no properties at all (a free-form map).
+        extra = node.get("additionalProperties")
+        rule.open_ended = extra not in (None, False) or (not rule.properties and
+                                                         extra is not False)
+    return rule
+
+
+class ParameterSet:
+    """The parameters of one operation: ``extract`` reads them all from one request."""
+
+    def __init__(self, rules: list[ParameterRule], undeclared_query: bool = False) -> None:
+        """Later rules replace earlier ones with the same (location, name): pass the path
+        item's parameters first, then the operation's."""
+        unique: dict[tuple[str, str], ParameterRule] = {}
+        for rule in rules:
+            if rule.location == "header" and rule.name.lower() in IGNORED_HEADERS:
+                continue
+            key = (rule.location, rule.name.lower() if rule.location == "header" else rule.name)
+            unique[key] = rule
+        self.rules = list(unique.values())
+        self.undeclared_query = undeclared_query
+        self._path = [r for r in self.rules if r.location == "path"]
+        self._query = [r for r in self.rules if r.location == "query"]
+        self._header = [r for r in self.rules if r.location == "header"]
+        self._cookie = [r for r in self.rules if r.location == "cookie"]
+        self._declared = frozenset(r.name for r in self._query if not r.spread).union(
+            *(r.properties for r in self._query if r.spread == "form"))
+        self._deep = tuple(r.name + "[" for r in self._query if r.spread == "deep")
+        self._open = any(r.open_ended for r in self._query)
+        self._read_query = bool(self._query) or undeclared_query
+
+    def extract(self, path_params: dict[str, str], query: str,
+                headers: Any) -> tuple[list[tuple[ParameterRule, Any]], list[Violation]]:
+        """Every present parameter's value, and what is wrong (missing, unreadable)."""
+        values: list[tuple[ParameterRule, Any]] = []
+        problems: list[Violation] = []
+        for rule in self._path:
+            raw = path_params.get(rule.name)
+            _take(rule, raw, values, problems)
+        if self._read_query:
+            pairs, bad = _parse_query(query) if query else ({}, [])
+            problems += bad
+            for rule in self._query:
+                if rule.spread:
+                    raw = _spread(rule, pairs, self._declared)
+                else:
+                    raw = pairs.get(rule.name)
+                    if raw is not None and not rule.allow_empty and "" in raw:
+                        problems.append(Violation(rule.where, "empty",
+                                                  "must not be empty (allowEmptyValue is off)"))
+                        continue
+                _take(rule, raw, values, problems)
+            if self.undeclared_query and not self._open:
+                problems += self._undeclared(pairs)
+        for rule in self._header:
+            found = headers.getall(rule.name)
+            _take(rule, found or None, values, problems)
+        if self._cookie:
+            jar = _cookies(headers)
+            for rule in self._cookie:
+                raw = _spread(rule, jar, frozenset()) if rule.spread else jar.get(rule.name)
+                _take(rule, raw, values, problems)
+        return values, problems
+
+    def _undeclared(self, pairs: dict[str, list[str]]) -> list[Violation]:
+        out = []
+        for name in pairs:
+            if name in self._declared or (name.endswith("]") and name.startswith(self._deep)):
+                continue
+            out.append(Violation(f"query.{_shown(name)}", "undeclared",
+                                 "the operation declares no query parameter of this name"))
+        return out
+
+
+def _take(rule: ParameterRule, raw: Any, values: list, problems: list) -> None:
+    if raw is None:
+        if rule.required:
+            problems.append(Violation(rule.where, "required", f"the required {rule.location} "
+                                      f"parameter {_shown(rule.name)!r} is missing"))
+        return
+    try:
+        values.append((rule, rule.read(raw)))
+    except _Bad as bad:
+        problems.append(Violation(rule.where, bad.rule, bad.message))
+
+
+# --- raw input per location --------------------------------------------------------------
+
+
+def _parse_query(query: str) -> tuple[dict[str, list[str]], list[Violation]]:
+    """Names decoded, values still encoded (their delimiters are found before decoding)."""
+    pairs: dict[str, list[str]] = {}
+    bad: list[Violation] = []
+    for item in query.split("&"):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        if "%" in name or "+" in name:
+            try:
+                name = _form(name)
+            except _Bad as err:
+                bad.append(Violation("query", err.rule, f"a parameter name: {err.message}"))
+                continue
+        found = pairs.get(name)
+        if found is None:
+            pairs[name] = [value]
+        else:
+            found.append(value)
+    return pairs, bad
+
+
+def _cookies(headers: Any) -> dict[str, list[str]]:
+    jar: dict[str, list[str]] = {}
+    for line in headers.getall("cookie"):
+        for item in line.split(";"):
+            name, sep, value = item.partition("=")
+            if not sep:
+                continue
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            jar.setdefault(name.strip(), []).append(value)
+    return jar
+
+
+def _spread(rule: ParameterRule, pairs: dict[str, list[str]],
+            declared: frozenset[str]) -> dict[str, list[str]] | None:
+    """The names a query (or cookie) object is spread over: ``R=100&G=200`` (form) or
+    ``color[R]=100`` (deepObject), as {property: raw values}; None when none is there."""
+    found: dict[str, list[str]] = {}
+    if rule.spread == "deep":
+        prefix = rule.name + "["
+        for name, raw in pairs.items():
+            if name.startswith(prefix) and name.endswith("]"):
+                found[name[len(prefix):-1]] = raw
+    else:
+        for name, raw in pairs.items():
+            if name in rule.properties or (rule.open_ended and name not in declared):
+                found[name] = raw
+    return found or None
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _pct(text: str) -> str:
+    """Strict percent-decoding to UTF-8 (paths and cookies: "+" is itself)."""
+    if "%" not in text:
+        return text
+    if _BAD_ESCAPE.search(text):
+        raise _Bad("encoding", "has a % not followed by two hex digits")
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad("encoding", "is not UTF-8 once %-decoded") from None
+
+
+def _form(text: str) -> str:
+    """Query strings: "+" is a space, then strict percent-decoding."""
+    return _pct(text.replace("+", " ") if "+" in text else text)
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+_DECODE = {"path": _pct, "query": _form, "header": _plain, "cookie": _pct}
+
+
+# --- coercion ----------------------------------------------------------------------------
+
+
+class _NoFit(Exception):
+    pass
+
+
+def _to_int(text: str) -> int:
+    if len(text) <= _MAX_DIGITS and _INT.fullmatch(text):
+        return int(text)
+    raise _NoFit
+
+
+def _to_number(text: str) -> int | float:
+    if len(text) <= _MAX_DIGITS and _NUMBER.fullmatch(text):
+        if "." not in text and "e" not in text and "E" not in text:
+            return int(text)
+        number = float(text)
+        if number not in (float("inf"), float("-inf")):
+            return number
+    raise _NoFit
+
+
+def _to_bool(text: str) -> bool:
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise _NoFit
+
+
+_CONVERTERS = (("integer", _to_int), ("number", _to_number), ("boolean", _to_bool))
+
+
+def _coercer(types: set[str]) -> Callable[[str], Any] | None:
+    """str → the first of the schema's types it converts to (else unchanged); None when
+    the schema wants only strings (or says nothing)."""
+    chain = tuple(convert for name, convert in _CONVERTERS if name in types)
+    if not chain:
+        return None
+    if len(chain) == 1:
+        convert = chain[0]
+
+        def one(text: str) -> Any:
+            try:
+                return convert(text)
+            except _NoFit:
+                return text
+
+        return one
+
+    def several(text: str) -> Any:
+        for convert in chain:
+            try:
+                return convert(text)
+            except _NoFit:
+                pass
+        return text
+
+    return several
+
+
+def _resolve(spec: Any, node: Any, base: str) -> tuple[Any, str]:
+    return spec.resolve(node, base) if spec is not None else (node, base)
+
+
+def _types(spec: Any, schema: Any, base: str, depth: int = 0) -> set[str]:
+    """The JSON types a schema allows, as far as deserialising needs to know."""
+    node, base = _resolve(spec, schema, base)
+    if not isinstance(node, dict) or depth > 8:
+        return set()
+    declared = node.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {t for t in declared if isinstance(t, str)}
+    found: set[str] = set()
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in node.get(key) or ():
+            found |= _types(spec, sub, base, depth + 1)
+    if found:
+        return found
+    if "properties" in node or "additionalProperties" in node:
+        return {"object"}
+    if "items" in node:
+        return {"array"}
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    return {kinds[type(v)] for v in node.get("enum") or () if type(v) in kinds}
+
+
+def _sub(spec: Any, schema: Any, base: str, key: str) -> tuple[Any, str]:
+    node, base = _resolve(spec, schema, base)
+    return (node.get(key), base) if isinstance(node, dict) else (None, base)
+
+
+# --- readers: one per (location, style, explode, shape) ----------------------------------
+
+
+def _reader(rule: ParameterRule, spec: Any, schema: Any, base: str) -> Reader:
+    decode = _DECODE[rule.location]
+    if rule.shape == "primitive":
+        coerce = _coercer(_types(spec, schema, base))
+        return _primitive(rule, decode, coerce)
+    if rule.shape == "array":
+        items, items_base = _sub(spec, schema, base, "items")
+        coerce = _coercer(_types(spec, items, items_base))
+        return _array(rule, decode, coerce)
+    return _object(rule, decode, _property_coercers(spec, schema, base))
+
+
+def _one(rule: ParameterRule, raw: Any) -> str:
+    """The single raw value of a query, header or cookie parameter (a path one is a str)."""
+    if type(raw) is str:
+        return raw
+    if len(raw) != 1:
+        raise _Bad("repeated", f"given {len(raw)} times; expected once")
+    return raw[0]
+
+
+def _primitive(rule: ParameterRule, decode: Callable[[str], str],
+               coerce: Callable[[str], Any] | None) -> Reader:
+    prefix = {"label": ".", "matrix": ";"}.get(rule.style, "")
+    name = rule.name
+
+    def read(raw: Any) -> Any:
+        text = _one(rule, raw)
+        if prefix:
+            text = _strip_prefix(text, prefix, name if prefix == ";" else None)
+        value = decode(text)
+        return coerce(value) if coerce is not None else value
+
+    return read
+
+
+def _array(rule: ParameterRule, decode: Callable[[str], str],
+           coerce: Callable[[str], Any] | None) -> Reader:
+    style, explode, location, name = rule.style, rule.explode, rule.location, rule.name
+
+    def items(raw: Any) -> list[str]:
+        if location in ("query", "cookie"):
+            if style in ("spaceDelimited", "pipeDelimited") and not explode:
+                delimiter = " " if style == "spaceDelimited" else "|"
+                return decode(_one(rule, raw)).split(delimiter)
+            if explode:
+                return [decode(v) for v in raw]
+            return [decode(v) for v in _one(rule, raw).split(",")]
+        if location == "header":
+            return [v.strip(" \t") for v in ",".join(raw).split(",")]
+        if style == "label":
+            text = _strip_prefix(raw, ".", None)
+            return [decode(v) for v in text.split("." if explode else ",")]
+        if style == "matrix":
+            if not explode:
+                return [decode(v) for v in _strip_prefix(raw, ";", name).split(",")]
+            return [decode(_matrix_value(v, name)) for v in _strip_prefix(raw, ";", None)
+                    .split(";")]
+        return [decode(v) for v in raw.split(",")]
+
+    def read(raw: Any) -> list[Any]:
+        found = items(raw)
+        return [coerce(v) for v in found] if coerce is not None else found
+
+    return read
+
+
+def _object(rule: ParameterRule, decode: Callable[[str], str],
+            coercers: tuple[dict[str, Callable[[str], Any] | None],
+                            Callable[[str], Any] | None]) -> Reader:
+    style, explode, location, name = rule.style, rule.explode, rule.location, rule.name
+    properties, other = coercers
+
+    def build(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise _Bad("repeated", f"property {_shown(key)!r} given twice")
+            coerce = properties.get(key, other)
+            out[key] = coerce(value) if coerce is not None else value
+        return out
+
+    def flat(tokens: list[str]) -> list[tuple[str, str]]:
+        if len(tokens) % 2:
+            raise _Bad("style", "expected name,value pairs")
+        return [(decode(k), decode(v)) for k, v in zip(tokens[::2], tokens[1::2], strict=True)]
+
+    def assigned(tokens: list[str]) -> list[tuple[str, str]]:
+        out = []
+        for token in tokens:
+            key, sep, value = token.partition("=")
+            if not sep:
+                raise _Bad("style", "expected name=value items")
+            out.append((decode(key), decode(value)))
+        return out
+
+    def read(raw: Any) -> dict[str, Any]:
+        if rule.spread:  # {property: raw values}, from several query names
+            return build([(key, decode(_one(rule, values))) for key, values in raw.items()])
+        if location in ("query", "cookie"):
+            text = _one(rule, raw)
+            if style in ("spaceDelimited", "pipeDelimited"):
+                tokens = decode(text).split(" " if style == "spaceDelimited" else "|")
+                if len(tokens) % 2:
+                    raise _Bad("style", "expected name,value pairs")
+                return build(list(zip(tokens[::2], tokens[1::2], strict=True)))
+            return build(flat(text.split(",")))
+        if location == "header":
+            tokens = [v.strip(" \t") for v in ",".join(raw).split(",")]
+            return build(assigned(tokens) if explode else flat(tokens))
+        if style == "label":
+            text = _strip_prefix(raw, ".", None)
+            return build(assigned(text.split(".")) if explode else flat(text.split(",")))
+        if style == "matrix":
+            if explode:
+                return build(assigned(_strip_prefix(raw, ";", None).split(";")))
+            return build(flat(_strip_prefix(raw, ";", name).split(",")))
+        return build(assigned(raw.split(",")) if explode else flat(raw.split(",")))
+
+    return read
+
+
+def _property_coercers(spec: Any, schema: Any, base: str) -> tuple[
+        dict[str, Callable[[str], Any] | None], Callable[[str], Any] | None]:
+    node, base = _resolve(spec, schema, base)
+    if not isinstance(node, dict):
+        return {}, None
+    properties = {key: _coercer(_types(spec, sub, base))
+                  for key, sub in (node.get("properties") or {}).items()}
+    extra = node.get("additionalProperties")
+    other = _coercer(_types(spec, extra, base)) if isinstance(extra, dict) else None
+    return properties, other
+
+
+def _strip_prefix(text: str, prefix: str, name: str | None) -> str:
+    """``.blue`` → ``blue``; ``;color=blue`` → ``blue`` (``;color`` → "")."""
+    if not text.startswith(prefix):
+        raise _Bad("style", f"must start with {prefix!r}")
+    text = text[1:]
+    if name is None:
+        return text
+    return _matrix_value(text, name)
+
+
+def _matrix_value(text: str, name: str) -> str:
+    key, sep, value = text.partition("=")
+    try:
+        key = _pct(key)
+    except _Bad:
+        key = ""
+    if key != name:
+        raise _Bad("style", f"expected ;{_shown(name)}=…")
+    return value if sep else ""
+
+
+def _content_reader(rule: ParameterRule) -> Reader:
+    decode = _DECODE[rule.location]
+    media = (rule.media_type or "").split(";", 1)[0].strip().lower()
+    is_json = media == "application/json" or media.endswith("+json")
+
+    def read(raw: Any) -> Any:
+        text = _one(rule, raw)
+        value = decode(text)
+        if not is_json:
+            return value
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise _Bad("json", "is not valid JSON") from None
+
+    return read
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN else text[:SHOWN - 1] + "…"
