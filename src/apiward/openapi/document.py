@@ -305,8 +305,7 @@ class _Scan:
         self.convert = convert
         self.sites: list[tuple[tuple, str]] = []
         self.memo: dict[int, tuple[Any, int]] = {}
-        self.active: set[int] = set()
-        self.keep: list[Any] = []  # keeps memoised nodes alive so their ids stay unique
+        self.active: set[int] = set()  # the document is alive throughout: ids stay unique
 
     def run(self, node: Any, path: list, refs: bool = True) -> tuple[Any, int]:
         kind = type(node)
@@ -355,7 +354,6 @@ class _Scan:
             raise _ScanError(path, f"more than {MAX_NODES} nodes once YAML aliases are "
                                    "expanded")
         self.memo[key] = (out, size)
-        self.keep.append(node)
         return out, size
 
 

@@ -229,11 +229,10 @@ def _normal(text: str) -> str:
 
 
 def _base(url_path: str) -> str:
-    """A base path as compared: leading '/', no trailing '/', "" for the root."""
-    path = url_path.strip()
-    if path and not path.startswith("/"):
-        path = "/" + path
-    return path.rstrip("/")
+    """A base path as compared: leading '/', no trailing '/', "" for the root, in the same
+    normal form as template literals."""
+    segments = [_normal(s) for s in url_path.strip().split("/") if s]
+    return "".join("/" + s for s in segments)
 
 
 # --- lint helpers -----------------------------------------------------------------------

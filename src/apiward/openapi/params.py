@@ -22,7 +22,7 @@ Decisions:
   says so; the media type and security checks own them).
 
 Cost (CPython 3.11, dev machine, timeit): an operation with an integer path parameter
-and an integer query parameter extracts in ~2.5 µs; one with no parameters in ~0.3 µs.
+and an integer query parameter extracts in ~1.7 µs; one with no parameters in ~0.15 µs.
 """
 
 from __future__ import annotations

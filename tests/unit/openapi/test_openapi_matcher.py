@@ -93,6 +93,11 @@ def test_base_paths_are_stripped_longest_first() -> None:
     assert m.match("/v1/pets") == ("/v1/{x}", {"x": "pets"})  # under the empty base
 
 
+def test_base_paths_are_normalised_like_templates() -> None:
+    m = matcher("/pets", bases=("/caf%c3%a9//v%7e1/",))
+    assert m.match("/caf%C3%A9/v~1/pets") == ("/pets", {})
+
+
 def test_without_an_empty_base_the_bare_path_does_not_match() -> None:
     m = matcher("/pets", "/pets/{id}", bases=("/v1",))
     assert m.match("/pets") is None
