@@ -13,6 +13,7 @@ from pathlib import Path
 
 from apiward.config.models import Api, Config, parse_hostport
 from apiward.events.log import EventLog
+from apiward.openapi.compiler import compile_spec
 from apiward.pipeline.check import Check, Deps
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
@@ -34,6 +35,7 @@ class CompiledApi:
     path_dir: str  # the prefix with one "/" after it: prefixes match whole segments
     head_checks: tuple[Check, ...]
     body_checks: tuple[Check, ...]
+    response_checks: tuple[Check, ...]
     pool: UpstreamPool
     base_path: str
     upstream_host: bytes
@@ -60,7 +62,12 @@ def compile_checks(api: Api, deps: Deps) -> tuple[Check, ...]:
 
 
 def compile_api(api: Api) -> CompiledApi:
-    checks = compile_checks(api, Deps(api.name))
+    spec = None
+    if api.spec is not None:
+        schema_config = api.checks.schema
+        strict_query = schema_config is not None and schema_config.undeclared_query == "block"
+        spec = compile_spec(api.spec, strict_query)
+    checks = compile_checks(api, Deps(api.name, spec))
     host = api.match.host.lower() if api.match.host else None
     suffix = None
     if host and host.startswith("*."):
@@ -76,6 +83,7 @@ def compile_api(api: Api) -> CompiledApi:
         path_dir=api.match.path_prefix.rstrip("/") + "/",
         head_checks=checks,
         body_checks=tuple(c for c in checks if c.run_body is not None),
+        response_checks=tuple(c for c in checks if c.run_response is not None),
         pool=UpstreamPool(
             upstream.host,
             upstream.port,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from apiward.config.units import Duration, Network, Size
 from apiward.pipeline.check import Mode
@@ -97,11 +98,13 @@ class Match(Strict):
         return value
 
 
-ChecksConfig = create_model(  # type: ignore[call-overload]
-    "ChecksConfig",
-    __base__=Strict,
-    **{module.NAME: (module.Config | None, None) for module in CHECKS},
-)
+with warnings.catch_warnings():  # "schema" shadows BaseModel.schema(), a deprecated helper
+    warnings.simplefilter("ignore", UserWarning)  # nothing here calls
+    ChecksConfig = create_model(  # type: ignore[call-overload]
+        "ChecksConfig",
+        __base__=Strict,
+        **{module.NAME: (module.Config | None, None) for module in CHECKS},
+    )
 
 
 class Api(Strict):
@@ -111,6 +114,20 @@ class Api(Strict):
     spec: Path | None = None
     mode: Mode = "block"
     checks: ChecksConfig = Field(default_factory=ChecksConfig)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _spec_checks(self) -> Api:
+        """With a spec, the checks that judge calls by it are on unless configured; without
+        one, configuring them is a mistake worth saying."""
+        for module in CHECKS:
+            if not getattr(module, "NEEDS_SPEC", False):
+                continue
+            if self.spec is None and getattr(self.checks, module.NAME) is not None:
+                raise ValueError(f"checks.{module.NAME} judges calls by the API's OpenAPI "
+                                 "description: set spec (or --spec) too")
+            if self.spec is not None and getattr(self.checks, module.NAME) is None:
+                setattr(self.checks, module.NAME, module.Config())
+        return self
 
 
 class Events(Strict):

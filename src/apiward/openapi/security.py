@@ -6,6 +6,7 @@ credentials its operation requires is refused (401) before anything else reads i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +62,15 @@ class SecurityRequirement:
         return all(scheme.present(request) for scheme, _ in self.schemes)
 
 
-def compile_security(security: Any, schemes: dict[str, dict],
-                     pointer: str) -> tuple[SecurityRequirement, ...] | None:
+def compile_security(security: Any, schemes: dict[str, dict], pointer: str,
+                     warn: Callable[[str], None] | None = None,
+                     ) -> tuple[SecurityRequirement, ...] | None:
     """The alternatives of a ``security`` list (any one suffices), or None when the
-    operation requires nothing (absent, ``[]``, or one empty requirement ``{}``)."""
+    operation requires nothing (absent, ``[]``, or one empty requirement ``{}``).
+
+    A requirement naming a scheme the document does not define cannot be judged: it is
+    dropped with a warning (real specs do this, and refusing every call would be worse);
+    without ``warn`` it is a SpecError."""
     if not security:
         return None
     alternatives = []
@@ -75,8 +81,12 @@ def compile_security(security: Any, schemes: dict[str, dict],
         for name, scopes in requirement.items():
             raw = schemes.get(name)
             if raw is None:
-                raise SpecError(f"{pointer}/security/{i}: names the security scheme {name!r}, "
-                                "which components.securitySchemes does not define")
+                problem = (f"{pointer}/security/{i}: names the security scheme {name!r}, "
+                           "which components.securitySchemes does not define")
+                if warn is None:
+                    raise SpecError(problem)
+                warn(problem + "; its presence is not checked")
+                return None
             needed.append((_scheme(name, raw), tuple(scopes or ())))
         alternatives.append(SecurityRequirement(tuple(needed)))
     return tuple(alternatives)

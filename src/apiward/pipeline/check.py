@@ -25,6 +25,9 @@ class CheckConfig(BaseModel):
     on_error: Literal["block", "allow"] = "block"
 
 
+ResponseJudge = Callable[[Request, Context, int, list[bytes], bytes | None], Verdict]
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """What a check may be built against besides its own config: the API's compiled
@@ -50,3 +53,7 @@ class Check:
     run: Callable[[Request, Context], Verdict]
     run_body: Callable[[Request, Context], Verdict] | None = None
     on_error: Literal["block", "allow"] = "block"
+    # Judges the upstream's answer (status, header lines, body or None when too large to
+    # hold) before the client sees it; a denial in block mode becomes a 502.
+    run_response: ResponseJudge | None = None
+    response_mode: Mode = "log"

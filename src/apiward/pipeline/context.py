@@ -6,18 +6,20 @@ from typing import Any
 
 
 class Context:
-    """``api`` is set by the server (routing by host/prefix); ``endpoint`` by the route
-    check; ``identity`` by the identity check; ``store`` is the state store; ``now`` one
-    clock reading (wall time, seconds) for the whole call. ``body_limit`` is set by a head
-    check that wants to judge the body: the server then reads at most that many bytes
-    before the body checks run; None means the body streams through unread."""
+    """``api`` is set by the server (routing by host/prefix); ``endpoint`` (the matched
+    operation) and ``path_params`` (its raw template values) by the route check;
+    ``identity`` by the identity check; ``store`` is the state store; ``now`` one clock
+    reading (wall time, seconds) for the whole call. ``body_limit`` is set by a head check
+    that wants to judge the body: the server then reads at most that many bytes before the
+    body checks run; None means the body streams through unread."""
 
-    __slots__ = ("api", "body_limit", "endpoint", "identity", "now", "store")
+    __slots__ = ("api", "body_limit", "endpoint", "identity", "now", "path_params", "store")
 
     def __init__(self, api: Any, now: float, store: Any = None) -> None:
         self.api = api
         self.now = now
         self.store = store
         self.endpoint: Any = None
+        self.path_params: dict[str, str] = {}
         self.identity: Any = None
         self.body_limit: int | None = None

@@ -6,6 +6,6 @@ YAML schema (``apis[].checks.<name>``) from this tuple.
 
 from __future__ import annotations
 
-from apiward.pipeline.checks import ipfilter, methods
+from apiward.pipeline.checks import ipfilter, methods, route, schema
 
-CHECKS = (ipfilter, methods)
+CHECKS = (ipfilter, methods, route, schema)

@@ -34,6 +34,23 @@ def run_body_checks(checks: tuple[Check, ...], request: Request, context: Contex
     return _run(checks, request, context, would_block, True)
 
 
+def run_response_checks(checks: tuple[Check, ...], request: Request, context: Context,
+                        status: int, lines: list[bytes], body: bytes | None,
+                        would_block: WouldBlock) -> tuple[Check, Verdict] | None:
+    """The response stage: each check's ``run_response`` on the held answer."""
+    for check in checks:
+        try:
+            verdict = check.run_response(request, context, status, lines, body)
+        except Exception:
+            log.exception("check %r failed on a response", check.name)
+            verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED
+        if not verdict.allowed:
+            if check.response_mode == "block":
+                return check, verdict
+            would_block(request, check.name, verdict)
+    return None
+
+
 def _run(checks: tuple[Check, ...], request: Request, context: Context,
          would_block: WouldBlock, body: bool) -> tuple[Check, Verdict] | None:
     for check in checks:

@@ -27,7 +27,7 @@ from httptools import (
 from apiward.errors import WireError
 from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
-from apiward.pipeline.runner import run_body_checks, run_checks
+from apiward.pipeline.runner import run_body_checks, run_checks, run_response_checks
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
@@ -57,6 +57,7 @@ NO_BODY_STATUS = frozenset({204, 304})
 LIMIT_STATUSES = frozenset({413, 414, 431})  # refusals for size, reported by check "limits"
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+RESPONSE_HOLD_LIMIT = 8 << 20  # larger answers are judged by status and type, then stream
 # Safe to send again when a reused connection closed before answering (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 METHOD_NAMES = {m.encode(): m for m in
@@ -82,11 +83,13 @@ class Call:
         "http10",
         "id_line",
         "is_head",
+        "judge_response",
         "keep_alive",
         "local",
         "request",
         "resp_chunked",
         "resp_close_delimited",
+        "resp_held",
         "resp_started",
     )
 
@@ -113,6 +116,9 @@ class Call:
         self.resp_started = False
         self.resp_chunked = False
         self.resp_close_delimited = False
+        # The answer is held whole for the response checks before the client sees it.
+        self.judge_response = False
+        self.resp_held: HeldResponse | None = None
 
 
 class Downstream(asyncio.Protocol):
@@ -452,13 +458,16 @@ class Downstream(asyncio.Protocol):
                 return self._blocked(call, refusal[1], refusal[0].name)
             limit = context.body_limit
             if limit is not None and call.body_length != 0:  # a body check will judge it
+                limit = min(limit, call.body_limit)
                 if call.body_length > limit:
                     verdict = deny(413, "body_too_large",
                                    "the request body is larger than this operation accepts")
                     return self._blocked(call, verdict, "limits")
                 call.buffered = True
                 call.body_limit = limit
-                call.context = context
+            if api.response_checks and context.endpoint is not None:
+                call.judge_response = True
+            call.context = context
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
@@ -718,6 +727,13 @@ class Downstream(asyncio.Protocol):
             return
         call.resp_started = True
         self.deadline = 0.0  # the upstream timeout now bounds each pause in the body
+        if call.judge_response:
+            call.resp_held = HeldResponse(status, lines, has_length, framed)
+            return
+        self._send_head(call, status, lines, has_length, framed)
+
+    def _send_head(self, call: Call, status: int, lines: list[bytes], has_length: bool,
+                   framed: bool) -> None:
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
         lines.append(call.id_line)
         bodyless = call.is_head or status in NO_BODY_STATUS
@@ -741,6 +757,13 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         self.deadline = 0.0
+        held = call.resp_held
+        if held is not None:
+            held.parts.append(body)
+            held.size += len(body)
+            if held.size > RESPONSE_HOLD_LIMIT:
+                self._release_held(call, too_large=True)
+            return
         if call.resp_chunked:
             self.out.append(_chunk(body))
         else:
@@ -751,9 +774,40 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         call.conn = None
+        if call.resp_held is not None:
+            self._release_held(call)
+            return
         if call.resp_chunked:
             self.out.append(b"0\r\n\r\n")
         self._finish(call)
+
+    def _release_held(self, call: Call, too_large: bool = False) -> None:
+        """The response stage: judge the held answer, then send it or a 502 instead.
+
+        An answer too large to hold is judged by its status and type only and streams on.
+        """
+        held, call.resp_held = call.resp_held, None
+        request, api, context = call.request, call.api, call.context
+        assert held is not None and request is not None and api is not None
+        body = b"".join(held.parts)
+        refusal = run_response_checks(api.response_checks, request, context, held.status,
+                                      held.lines, None if too_large else body,
+                                      self._would_block)
+        if refusal is not None:
+            call.close_after = call.close_after or too_large
+            self._upstream_error(call, 502, refusal[1].reason, refusal[1].detail,
+                                 refusal[0].name, "block")
+            return
+        lines = held.lines
+        if not (held.has_length or too_large or call.is_head
+                or held.status in NO_BODY_STATUS):  # whole: framed by its length now
+            lines.append(b"Content-Length: %d" % len(body))
+        self._send_head(call, held.status, lines, held.has_length or not too_large,
+                        held.framed or not too_large)
+        if body:
+            self.response_body(body)
+        if not too_large:
+            self._finish(call)
 
     def flush(self) -> None:
         """Write what ``out`` holds. Client writes are not batched: a client is not woken
@@ -783,7 +837,8 @@ class Downstream(asyncio.Protocol):
                 return
             self._upstream_error(call, 502, "upstream_closed",
                                  "the upstream closed the connection without answering")
-        elif call.resp_close_delimited:
+        elif call.resp_close_delimited or (call.resp_held is not None
+                                           and not call.resp_held.framed):
             self.response_complete()  # the end of a close-delimited answer is the close
         else:
             self._abort()  # a framed answer cut short: the client must see it broke
@@ -893,6 +948,20 @@ class Downstream(asyncio.Protocol):
             call.conn = None
         if self.transport is not None:
             self.transport.abort()
+
+
+class HeldResponse:
+    """An upstream answer held for the response checks."""
+
+    __slots__ = ("framed", "has_length", "lines", "parts", "size", "status")
+
+    def __init__(self, status: int, lines: list[bytes], has_length: bool, framed: bool) -> None:
+        self.status = status
+        self.lines = lines
+        self.has_length = has_length
+        self.framed = framed
+        self.parts: list[bytes] = []
+        self.size = 0
 
 
 def _chunk(data: bytes) -> bytes:

@@ -1,0 +1,195 @@
+"""One OpenAPI document compiled for the request path: path matcher → path item →
+operation, each operation with its parameter rules, body rules, security requirements
+and validators ready. Built once at load; the checks only call into it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apiward.errors import SpecError
+from apiward.openapi.document import SpecDocument, load_spec, servers_base_paths
+from apiward.openapi.matcher import PathMatcher
+from apiward.openapi.media import MediaMatcher, is_json, parse_media_type
+from apiward.openapi.params import ParameterSet, compile_parameter
+from apiward.openapi.schemas import SchemaCompiler, SchemaValidator
+from apiward.openapi.security import SecurityRequirement, compile_security
+from apiward.pipeline.verdict import Verdict, deny
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+UNBOUNDED = 1 << 62
+
+
+@dataclass(slots=True)
+class MediaRule:
+    """One ``requestBody.content`` entry: how to read the body and what it must match."""
+
+    key: str
+    kind: str  # "json", "form", "multipart" or "opaque" (only the type and size are judged)
+    schema: Any
+    validator: SchemaValidator | None
+    encoding: dict[str, Any] | None = None  # form fields' style/explode
+    resolve: Callable[[Any], Any] | None = None  # $ref → node, in the schema's document
+
+
+@dataclass(slots=True)
+class BodyRule:
+    required: bool
+    media: MediaMatcher
+    contents: dict[str, MediaRule]
+    accepted: str  # for the 415 detail
+
+
+@dataclass(slots=True)
+class Operation:
+    method: str
+    template: str
+    pointer: str
+    operation_id: str | None
+    parameters: ParameterSet
+    validators: dict[int, tuple[SchemaValidator, str]]  # by id() of the ParameterRule,
+    # with the location errors are reported at ("query.limit")
+    body: BodyRule | None
+    security: tuple[SecurityRequirement, ...] | None  # alternatives; None: no requirement
+    body_limit: int = UNBOUNDED
+    json_depth: int = 64
+    responses: dict[str, Any] = field(default_factory=dict)
+    base: str = ""  # the URI of the document the operation is written in
+
+
+@dataclass(slots=True)
+class PathEntry:
+    """One path template and its operations, by upper-case method."""
+
+    template: str
+    operations: dict[str, Operation]
+    not_allowed: Verdict
+
+
+class CompiledSpec:
+    """``match(path)`` → (PathEntry, raw path parameters) or None."""
+
+    def __init__(self, spec: SpecDocument, undeclared_query: bool = False) -> None:
+        self.spec = spec
+        self.undeclared_query = undeclared_query
+        self.warnings: list[str] = []  # what compiling noticed but could work around
+        self.schemas = SchemaCompiler(spec)
+        root = spec.root
+        schemes = _components(spec, "securitySchemes")
+        default_security = root.get("security")
+        entries: dict[str, PathEntry] = {}
+        for template, item in (root.get("paths") or {}).items():
+            item, base = spec.resolve(item, spec.uri)
+            entries[template] = self._path_entry(template, item, base, schemes, default_security)
+        self.entries = entries
+        self.matcher = PathMatcher(entries, servers_base_paths(root))
+
+    def match(self, path: str) -> tuple[PathEntry, dict[str, str]] | None:
+        return self.matcher.match(path)
+
+    @property
+    def operations(self) -> list[Operation]:
+        return [op for entry in self.entries.values() for op in entry.operations.values()]
+
+    def _path_entry(self, template: str, item: dict, base: str, schemes: dict,
+                    default_security: Any) -> PathEntry:
+        shared = item.get("parameters") or []
+        operations = {}
+        for method in METHODS:
+            raw = item.get(method)
+            if raw is None:
+                continue
+            pointer = f"/paths/{_escape(template)}/{method}"
+            operations[method.upper()] = self._operation(
+                method.upper(), template, pointer, raw, shared, base, schemes, default_security)
+        if "GET" in operations and "HEAD" not in operations:
+            operations["HEAD"] = operations["GET"]  # HEAD is GET without the body (RFC 9110)
+        allow = ", ".join(operations)
+        refusal = deny(405, "method_not_allowed",
+                       f"this endpoint accepts only {allow}" if allow else
+                       "this endpoint declares no operations",
+                       headers=(("Allow", allow),))
+        return PathEntry(template, operations, refusal)
+
+    def _operation(self, method: str, template: str, pointer: str, raw: dict, shared: list,
+                   base: str, schemes: dict, default_security: Any) -> Operation:
+        spec = self.spec
+        rules = []
+        for param in [*shared, *(raw.get("parameters") or [])]:  # the operation's own win
+            param, param_base = spec.resolve(param, base)
+            rules.append(compile_parameter(param, param_base, spec))
+        parameters = ParameterSet(rules, self.undeclared_query)
+        validators = {}
+        for rule in parameters.rules:
+            if rule.schema is not None:
+                validator = self.schemas.validator(rule.schema, rule.base, "request")
+                validators[id(rule)] = (validator, rule.where)
+        body = None
+        if raw.get("requestBody") is not None:
+            body = self._body(*spec.resolve(raw["requestBody"], base))
+        security = raw.get("security", default_security)
+        return Operation(
+            method=method,
+            template=template,
+            pointer=pointer,
+            operation_id=raw.get("operationId"),
+            parameters=parameters,
+            validators=validators,
+            body=body,
+            security=compile_security(security, schemes, pointer, self.warnings.append),
+            responses=raw.get("responses") or {},
+            base=base,
+        )
+
+    def _body(self, raw: dict, base: str) -> BodyRule:
+        contents = {}
+        for key, media in (raw.get("content") or {}).items():
+            media, media_base = self.spec.resolve(media or {}, base)
+            parsed = parse_media_type(key)
+            kind = "opaque"
+            if parsed is not None:
+                name = parsed[0]
+                if is_json(name):
+                    kind = "json"
+                elif name == "application/x-www-form-urlencoded":
+                    kind = "form"
+                elif name == "multipart/form-data":
+                    kind = "multipart"
+            schema = media.get("schema")
+            validator = resolve = None
+            if schema is not None and kind != "opaque":
+                validator = self.schemas.validator(schema, media_base, "request")
+                schema, schema_base = self.spec.resolve(schema, media_base)
+                resolve = functools.partial(_resolved, self.spec, schema_base)
+            contents[key] = MediaRule(key, kind, schema, validator, media.get("encoding"),
+                                      resolve)
+        return BodyRule(bool(raw.get("required", False)), MediaMatcher(list(contents)),
+                        contents, ", ".join(contents) or "none")
+
+
+def compile_spec(path: Path, undeclared_query: bool = False) -> CompiledSpec:
+    """Load, validate and compile the document at ``path``; SpecError on any problem.
+    ``undeclared_query``: refuse query parameters the operation does not declare."""
+    spec = load_spec(path)
+    try:
+        return CompiledSpec(spec, undeclared_query)
+    except SpecError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:  # what validation let through
+        raise SpecError(f"{path}: cannot compile: {err}", str(path)) from None
+
+
+def _components(spec: SpecDocument, kind: str) -> dict:
+    found = (spec.root.get("components") or {}).get(kind) or {}
+    return {name: spec.resolve(node, spec.uri)[0] for name, node in found.items()}
+
+
+def _resolved(spec: SpecDocument, base: str, node: Any) -> Any:
+    return spec.resolve(node, base)[0]
+
+
+def _escape(template: str) -> str:
+    return template.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,137 @@
+"""schema: the call must be one the matched operation allows.
+
+Head stage: required credentials present (401), parameters deserialised and valid (400),
+a body only where the operation takes one, of a declared media type (415). Body stage:
+the body parsed (JSON, form, multipart) and validated against its schema (400). On by
+default when the API has a spec; runs after ``route``, which finds the operation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from apiward.config.units import Size
+from apiward.errors import ConfigError
+from apiward.openapi.bodies import BodyError, coerce_fields, parse_form, parse_json, parse_multipart
+from apiward.openapi.media import parse_media_type
+from apiward.openapi.responses import ResponseRules
+from apiward.openapi.security import missing_credentials
+from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
+from apiward.pipeline.verdict import ALLOW, Verdict, Violation, deny
+
+NAME = "schema"
+NEEDS_SPEC = True
+
+
+class Config(CheckConfig):
+    max_errors: int = Field(10, ge=1, le=1000)
+    undeclared_query: Literal["allow", "block"] = "allow"
+    json_max_depth: int = Field(64, ge=1, le=10_000)
+    max_parts: int = Field(100, ge=1)
+    max_part_size: Size | None = None
+    validate_responses: Literal["off", "log", "block"] = "off"
+
+
+NO_BODY_HERE = deny(400, "unexpected_body", "this operation takes no request body",
+                    violations=(Violation("body", "absent", "this operation takes no body"),))
+BODY_REQUIRED = deny(400, "missing_body", "this operation needs a request body",
+                     violations=(Violation("body", "required", "a request body is required"),))
+
+
+def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
+    if deps.spec is None:
+        raise ConfigError([f"apis ({deps.api_name}).checks.schema: needs the API's spec"])
+    cap = config.max_errors
+    max_parts = config.max_parts
+    part_size = config.max_part_size
+
+    def run(request, context) -> Verdict:
+        op = context.endpoint
+        if op is None:
+            return ALLOW  # no operation matched (route in log mode): nothing to judge
+        if op.security is not None:
+            refusal = missing_credentials(op.security, request)
+            if refusal is not None:
+                return refusal
+        values, violations = op.parameters.extract(context.path_params, request.query,
+                                                   request.headers)
+        validators = op.validators
+        for rule, value in values:
+            found = validators.get(id(rule))
+            if found is not None and not found[0].is_valid(value):
+                violations += found[0].violations(value, found[1], cap)
+        if violations:
+            return _invalid("invalid_parameters", "parameters", violations, cap)
+        headers = request.headers
+        length = headers.get("content-length")
+        has_body = ("transfer-encoding" in headers) or (length is not None and length != "0")
+        body = op.body
+        if body is None:
+            return NO_BODY_HERE if has_body else ALLOW
+        if not has_body:
+            return BODY_REQUIRED if body.required else ALLOW
+        key = body.media.match(headers.get("content-type"))
+        if key is None:
+            return deny(415, "unsupported_media_type",
+                        f"this operation accepts a body of type {body.accepted}",
+                        headers=(("Accept", body.accepted),) if body.accepted else ())
+        if body.contents[key].kind != "opaque" or op.body_limit < (1 << 62):
+            context.body_limit = op.body_limit
+        return ALLOW
+
+    def run_body(request, context) -> Verdict:
+        op = context.endpoint
+        data = request.body
+        if op is None or op.body is None:
+            return ALLOW
+        if not data:
+            return BODY_REQUIRED if op.body.required else ALLOW
+        content_type = request.headers.get("content-type") or ""
+        rule = op.body.contents[op.body.media.match(content_type)]
+        try:
+            if rule.kind == "json":
+                value = parse_json(data, min(op.json_depth, config.json_max_depth))
+            elif rule.kind == "form":
+                charset = (parse_media_type(content_type) or ("", {}))[1].get("charset", "utf-8")
+                value = coerce_fields(parse_form(data, charset), rule.schema,
+                                      encoding=rule.encoding, resolve=rule.resolve)
+            elif rule.kind == "multipart":
+                fields, files = parse_multipart(data, content_type, part_size or len(data),
+                                                 max_parts)
+                value = coerce_fields({**fields, **{
+                    name: [filename or "" for filename, _, _ in parts]
+                    for name, parts in files.items()
+                }}, rule.schema, encoding=rule.encoding, resolve=rule.resolve)
+            else:
+                return ALLOW
+        except BodyError as err:
+            return _invalid("invalid_body", "body", [Violation("body", err.rule, err.message)],
+                            cap)
+        validator = rule.validator
+        if validator is None or validator.is_valid(value):
+            return ALLOW
+        return _invalid("invalid_body", "body", validator.violations(value, "body", cap), cap)
+
+    if config.validate_responses == "off":
+        return Check(NAME, mode, run, run_body)
+    spec = deps.spec
+    rules = {id(op): ResponseRules(op.responses, op.base, spec.spec, spec.schemas, cap)
+             for op in spec.operations}
+
+    def run_response(request, context, status, lines, body) -> Verdict:
+        return rules[id(context.endpoint)].judge(status, lines, body)
+
+    return Check(NAME, mode, run, run_body, run_response=run_response,
+                 response_mode=config.validate_responses)
+
+
+def _invalid(reason: str, part: str, violations: list[Violation], cap: int) -> Verdict:
+    shown = tuple(violations[:cap])
+    count = len(violations)
+    noun = "problem" if count == 1 else "problems"
+    return deny(400, reason, f"the request's {part} do not match the API's schema "
+                f"({count} {noun})" if part == "parameters" else
+                f"the request body does not match the API's schema ({count} {noun})",
+                violations=shown)
