@@ -12,6 +12,7 @@ from typing import Any
 
 from apiward.errors import SpecError
 from apiward.openapi.document import SpecDocument, load_spec, servers_base_paths
+from apiward.openapi.limits import derive_limits
 from apiward.openapi.matcher import PathMatcher
 from apiward.openapi.media import MediaMatcher, is_json, parse_media_type
 from apiward.openapi.params import ParameterSet, compile_parameter
@@ -21,6 +22,9 @@ from apiward.pipeline.verdict import Verdict, deny
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 UNBOUNDED = 1 << 62
+DEFAULT_JSON_DEPTH = 64
+MATCH_CACHE = 4096
+MATCH_CACHE_BYTES = 512
 
 
 @dataclass(slots=True)
@@ -32,6 +36,7 @@ class MediaRule:
     schema: Any
     validator: SchemaValidator | None
     encoding: dict[str, Any] | None = None  # form fields' style/explode
+    base: str | None = None  # the URI of the document holding ``schema``
     resolve: Callable[[Any], Any] | None = None  # $ref → node, in the schema's document
 
 
@@ -55,7 +60,7 @@ class Operation:
     body: BodyRule | None
     security: tuple[SecurityRequirement, ...] | None  # alternatives; None: no requirement
     body_limit: int = UNBOUNDED
-    json_depth: int = 64
+    json_depth: int = DEFAULT_JSON_DEPTH
     responses: dict[str, Any] = field(default_factory=dict)
     base: str = ""  # the URI of the document the operation is written in
 
@@ -81,14 +86,30 @@ class CompiledSpec:
         schemes = _components(spec, "securitySchemes")
         default_security = root.get("security")
         entries: dict[str, PathEntry] = {}
+        bases = servers_base_paths(root)
+        template_bases = {}
         for template, item in (root.get("paths") or {}).items():
             item, base = spec.resolve(item, spec.uri)
             entries[template] = self._path_entry(template, item, base, schemes, default_security)
+            if item.get("servers"):
+                template_bases[template] = servers_base_paths(item, bases)
         self.entries = entries
-        self.matcher = PathMatcher(entries, servers_base_paths(root))
+        self.matcher = PathMatcher(entries, bases, template_bases or None)
+        self._matches: dict[str, tuple[PathEntry, dict[str, str]]] = {}
 
     def match(self, path: str) -> tuple[PathEntry, dict[str, str]] | None:
-        return self.matcher.match(path)
+        """The path item for ``path`` and its raw parameters (a shared dict: read only).
+
+        Hot paths are matched once: found matches of short paths are remembered, at most
+        MATCH_CACHE of them, so a flood of distinct paths only empties the cache."""
+        found = self._matches.get(path)
+        if found is None:
+            found = self.matcher.match(path)
+            if found is not None and len(path) <= MATCH_CACHE_BYTES:
+                if len(self._matches) >= MATCH_CACHE:
+                    self._matches.clear()
+                self._matches[path] = found
+        return found
 
     @property
     def operations(self) -> list[Operation]:
@@ -128,8 +149,10 @@ class CompiledSpec:
                 validator = self.schemas.validator(rule.schema, rule.base, "request")
                 validators[id(rule)] = (validator, rule.where)
         body = None
+        body_limit, json_depth = UNBOUNDED, DEFAULT_JSON_DEPTH
         if raw.get("requestBody") is not None:
             body = self._body(*spec.resolve(raw["requestBody"], base))
+            body_limit, json_depth = self._limits(body)
         security = raw.get("security", default_security)
         return Operation(
             method=method,
@@ -142,6 +165,8 @@ class CompiledSpec:
             security=compile_security(security, schemes, pointer, self.warnings.append),
             responses=raw.get("responses") or {},
             base=base,
+            body_limit=body_limit,
+            json_depth=json_depth,
         )
 
     def _body(self, raw: dict, base: str) -> BodyRule:
@@ -162,12 +187,29 @@ class CompiledSpec:
             validator = resolve = None
             if schema is not None and kind != "opaque":
                 validator = self.schemas.validator(schema, media_base, "request")
-                schema, schema_base = self.spec.resolve(schema, media_base)
-                resolve = functools.partial(_resolved, self.spec, schema_base)
+                schema, media_base = self.spec.resolve(schema, media_base)
+                resolve = functools.partial(_resolved, self.spec, media_base)
             contents[key] = MediaRule(key, kind, schema, validator, media.get("encoding"),
-                                      resolve)
+                                      media_base, resolve)
         return BodyRule(bool(raw.get("required", False)), MediaMatcher(list(contents)),
                         contents, ", ".join(contents) or "none")
+
+
+    def _limits(self, body: BodyRule) -> tuple[int, int]:
+        """The tightest body size and JSON depth every declared media type allows: where
+        each schema bounds everything, a larger body cannot be valid (limits.py)."""
+        sizes, depths = [], []
+        for rule in body.contents.values():
+            if rule.schema is None or rule.base is None:
+                return UNBOUNDED, DEFAULT_JSON_DEPTH
+            found = derive_limits(rule.schema, rule.base, self.spec, rule.kind)
+            if found.body_bytes is None:
+                return UNBOUNDED, DEFAULT_JSON_DEPTH
+            sizes.append(found.body_bytes)
+            depths.append(found.json_depth or 0)
+        if not sizes:
+            return UNBOUNDED, DEFAULT_JSON_DEPTH
+        return max(sizes), min(DEFAULT_JSON_DEPTH, max(depths)) or DEFAULT_JSON_DEPTH
 
 
 def compile_spec(path: Path, undeclared_query: bool = False) -> CompiledSpec:
