@@ -83,6 +83,7 @@ class Sut:
     about: str
     command: CommandBuilder | None  # None: wrk talks to the upstream itself
     default: bool = True  # part of the default list (else only through --only)
+    path: str = "/"  # what wrk requests
 
 
 def nginx_main(directory: Path, connections: int, http_block: str) -> str:
@@ -183,6 +184,19 @@ apis:
     return apiward_config_command(env, "apiward-checks", config)
 
 
+def sut_path(name: str) -> str:
+    return next((sut.path for sut in SUTS if sut.name == name), "/")
+
+
+SPEC_PATH = "/shops/42/products?limit=20&sort=price&tag=red&tag=blue"
+
+
+def apiward_spec_command(env: Env, port: int) -> list[str]:
+    """apiward validating every call against bench/validation_spec.yaml (route + schema)."""
+    return [apiward_binary(), "run", "--listen", f"127.0.0.1:{port}", "--upstream",
+            env.upstream_url, "--workers", "1", "--spec", str(BENCH_DIR / "validation_spec.yaml")]
+
+
 def apiward_idle_command(env: Env, port: int) -> list[str]:
     """Pass-through apiward whose limits admit --connections-test's idle connections."""
     config = f"""\
@@ -202,6 +216,8 @@ SUTS: tuple[Sut, ...] = (
     Sut("aiohttp", "aiohttp server + one shared ClientSession (uvloop)", aiohttp_command),
     Sut("apiward", "apiward run --listen --upstream (pass-through)", apiward_command),
     Sut("apiward-checks", "apiward with methods + ipfilter checks", apiward_checks_command),
+    Sut("apiward-spec", "apiward validating a GET with path + 3 query parameters by its spec",
+        apiward_spec_command, path=SPEC_PATH),
     Sut("apiward-idle", "apiward pass-through, limits for --connections-test", apiward_idle_command,
         default=False),
 )  # fmt: skip
@@ -339,11 +355,11 @@ def log_tail(path: Path, lines: int = 15) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def probe(port: int, timeout: float = 2.0) -> str | None:
-    """One GET / through the port; None when it answered 2xx, else what went wrong."""
+def probe(port: int, timeout: float = 2.0, path: str = "/") -> str | None:
+    """One GET through the port; None when it answered 2xx, else what went wrong."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/")
+        conn.request("GET", path)
         response = conn.getresponse()
         response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -353,14 +369,15 @@ def probe(port: int, timeout: float = 2.0) -> str | None:
     return None if 200 <= response.status < 300 else f"HTTP {response.status}"
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float) -> str | None:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float,
+               path: str = "/") -> str | None:
     """Poll until a GET through ``port`` succeeds; None when ready, else the reason."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"exited with code {proc.returncode}"
-        last = probe(port, min(2.0, max(0.1, deadline - time.monotonic()))) or ""
+        last = probe(port, min(2.0, max(0.1, deadline - time.monotonic())), path) or ""
         if not last:
             return None
         time.sleep(0.05)  # poll interval, not a readiness guess
@@ -389,7 +406,7 @@ def start_server(procs: Processes, name: str, build: CommandBuilder, env: Env) -
     for _attempt in range(2):
         port = free_port()
         proc = procs.start(build(env, port), log, SERVER_CPU)
-        reason = wait_ready(proc, port, READY_TIMEOUT) or ""
+        reason = wait_ready(proc, port, READY_TIMEOUT, sut_path(name)) or ""
         if not reason:
             return Server(name, port, proc.pid, log, proc)
         procs.stop(proc)
@@ -513,14 +530,15 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def wrk(procs: Processes, port: int, seconds: float, connections: int) -> WrkResult:
+def wrk(procs: Processes, port: int, seconds: float, connections: int,
+        path: str = "/") -> WrkResult:
     argv = [
         find_tool("wrk") or "wrk",
         f"-t{WRK_THREADS}",
         f"-c{connections}",
         f"-d{seconds:g}s",
         "--latency",
-        f"http://127.0.0.1:{port}/",
+        f"http://127.0.0.1:{port}{path}",
     ]
     code, out = procs.run(argv, LOAD_CPU, seconds + WRK_GRACE)
     if code != 0:
@@ -579,7 +597,7 @@ def measure(
     core_before = core_ticks(SERVER_CPU)
     error, result = None, None
     try:
-        result = wrk(procs, server.port, args.duration, args.connections)
+        result = wrk(procs, server.port, args.duration, args.connections, sut_path(name))
     except BenchError as exc:
         error = str(exc)
     cpu = tree_cpu_seconds(server.pid) - cpu_before
@@ -630,6 +648,7 @@ RATIOS = (
     ("apiward", "aiohttp"),
     ("apiward-checks", "nginx"),
     ("apiward-checks", "apiward"),
+    ("apiward-spec", "apiward"),
 )
 RATIO_METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_kb")
 TABLE_HEADERS = (
@@ -805,7 +824,7 @@ def warm_up(procs: Processes, servers: dict[str, Server], args: argparse.Namespa
         return
     for name, server in servers.items():
         try:
-            wrk(procs, server.port, args.warmup, args.connections)
+            wrk(procs, server.port, args.warmup, args.connections, sut_path(name))
         except BenchError as exc:
             print(f"[warmup] {name}: {exc.args[0].splitlines()[0]}")
 

@@ -58,7 +58,8 @@ def apiward_judge(spec_path: Path) -> Callable[[str, str, str, bytes], bool]:
         if body:
             fields.append((b"content-type", b"Content-Type", b"application/json"))
             fields.append((b"content-length", b"Content-Length", b"%d" % len(body)))
-        request = Request(method, path, query, Headers(fields), "127.0.0.1", "r-1")
+        request = Request(method, path, query, Headers(fields), "127.0.0.1", "r-1",
+                          has_body=bool(body))
         context = Context(None, 0.0)
         if not run_route(request, context).allowed or not run_head(request, context).allowed:
             return False

@@ -1,7 +1,9 @@
 """Request: the immutable view of one call that every check judges.
 
 Built once by the server from the parsed head. ``path`` is the normalised path, exactly
-what is forwarded upstream; ``query`` the raw query string (without ``?``).
+what is forwarded upstream; ``query`` the raw query string (without ``?``); ``has_body``
+whether the framing announced a body (judged before it is read); ``body`` holds it in
+the body stage.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class Request:
         "_query_params",
         "body",
         "client_ip",
+        "has_body",
         "headers",
         "host",
         "http_version",
@@ -38,6 +41,7 @@ class Request:
         http_version: str = "1.1",
         tls: object | None = None,
         body: bytes | None = None,
+        has_body: bool = False,
     ) -> None:
         self.method = method
         self.path = path
@@ -49,6 +53,7 @@ class Request:
         self.http_version = http_version
         self.tls = tls
         self.body = body
+        self.has_body = has_body  # framed with a body (Content-Length > 0 or chunked)
         self._query_params: dict[str, list[str]] | None = None
 
     @property

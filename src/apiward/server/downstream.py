@@ -441,7 +441,7 @@ class Downstream(asyncio.Protocol):
             named = facts.connection_tokens
             fields = [field for field in fields if field[0] not in named]
         request = Request(method, target.path, target.query, Headers(fields), ip,
-                          request_id, host_name, version)
+                          request_id, host_name, version, None, None, call.body_length != 0)
         call.request = request
         api = runtime.only_api or runtime.route(host_name, target.path)
         if api is None:

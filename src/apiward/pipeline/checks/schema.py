@@ -64,15 +64,12 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
                 violations += found[0].violations(value, found[1], cap)
         if violations:
             return _invalid("invalid_parameters", "parameters", violations, cap)
-        headers = request.headers
-        length = headers.get("content-length")
-        has_body = ("transfer-encoding" in headers) or (length is not None and length != "0")
         body = op.body
         if body is None:
-            return NO_BODY_HERE if has_body else ALLOW
-        if not has_body:
+            return NO_BODY_HERE if request.has_body else ALLOW
+        if not request.has_body:
             return BODY_REQUIRED if body.required else ALLOW
-        key = body.media.match(headers.get("content-type"))
+        key = body.media.match(request.headers.get("content-type"))
         if key is None:
             return deny(415, "unsupported_media_type",
                         f"this operation accepts a body of type {body.accepted}",
