@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -73,7 +74,7 @@ def run(config_path: Path | None, listen: str | None, upstream: str | None,
 
 
 def _config(config_path: Path | None, listen: str | None, upstream: str | None,
-            spec: Path | None, mode: str | None, workers: int | None):
+            spec: Path | None, mode: str | None, workers: int | None, as_json: bool = False):
     from apiward.config.loader import config_from_flags, load_config
 
     try:
@@ -95,41 +96,119 @@ def _config(config_path: Path | None, listen: str | None, upstream: str | None,
             spec=str(spec) if spec else None, mode=mode or "block", workers=workers or 1,
         )
     except ConfigError as error:
-        fail(error)
+        fail(error, as_json)
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
-              help="The YAML config file to validate.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="The YAML config file to validate (and the specs it names).")
+@click.option("--spec", type=click.Path(path_type=Path),
+              help="An OpenAPI document to lint: alone, or with --upstream as for run.")
+@click.option("--listen", help="As for run.")
+@click.option("--upstream", help="As for run.")
+@click.option("--mode", type=click.Choice(["block", "log"]), help="As for run.")
+@click.option("--workers", type=click.IntRange(1, 256), help="As for run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
-def check(config_path: Path, as_json: bool) -> None:
-    """Validate a config file (and the specs it names) without starting."""
-    from apiward.config.loader import load_config
+def check(config_path: Path | None, spec: Path | None, listen: str | None,
+          upstream: str | None, mode: str | None, workers: int | None, as_json: bool) -> None:
+    """Validate a config (or run's flags) and lint each API's spec, without starting.
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        fail(error, as_json)
-    summary = {
-        "ok": True,
-        "listen": config.listen,
-        "workers": config.workers,
-        "apis": [
-            {"name": api.name, "upstream": api.upstream.url,
-             "spec": str(api.spec) if api.spec else None, "mode": api.mode,
-             "checks": [name for name, value in api.checks if value is not None]}
-            for api in config.apis
-        ],
-    }
+    Prints the spec's warnings (pointer: message) and the body limits derived from its
+    request schemas. Exit 0 when valid, warnings or not; 2 when anything is invalid.
+    """
+    if config_path is None and upstream is None:
+        if spec is None:
+            fail(ConfigError("give --config FILE, or --spec FILE (with --upstream URL to "
+                             "check run's flags)"), as_json)
+        report = _spec_report(spec, as_json)
+        if as_json:
+            click.echo(json.dumps({"ok": True, **report}))
+        else:
+            out = Console(highlight=False, soft_wrap=True)
+            out.print(f"[green]ok[/]: {spec} is a valid OpenAPI {report['version']} "
+                      "document", markup=True)
+            _print_spec_report(out, report, "")
+        return
+    config = _config(config_path, listen, upstream, spec, mode, workers, as_json)
+    apis = []
+    for api in config.apis:
+        apis.append({
+            "name": api.name, "upstream": api.upstream.url,
+            "spec": str(api.spec) if api.spec else None, "mode": api.mode,
+            "checks": [name for name, value in api.checks if value is not None],
+            **(_spec_report(api.spec, as_json) if api.spec else {}),
+        })
+    summary = {"ok": True, "listen": config.listen, "workers": config.workers, "apis": apis}
     if as_json:
         click.echo(json.dumps(summary))
         return
     out = Console(highlight=False, soft_wrap=True)
-    out.print(f"[green]ok[/]: {config_path} is valid", markup=True)
-    for api in summary["apis"]:
+    out.print(f"[green]ok[/]: {config_path or 'the flags'} "
+              f"{'is' if config_path else 'are'} valid", markup=True)
+    for api in apis:
         checks = ", ".join(api["checks"]) or "none"
         out.print(f"  api {api['name']}: -> {api['upstream']}  mode={api['mode']}  "
                   f"checks: {checks}", markup=False)
+        if api["spec"]:
+            out.print(f"    spec {api['spec']} (OpenAPI {api['version']})", markup=False)
+            _print_spec_report(out, api, "    ")
+
+
+def _spec_report(path: Path, as_json: bool) -> dict:
+    """Load (and validate) one spec; its lint warnings and derived body limits."""
+    from apiward.openapi.document import load_spec
+    from apiward.openapi.limits import operation_limits
+    from apiward.openapi.lint import lint
+
+    try:
+        spec = load_spec(path)
+    except ConfigError as error:
+        fail(error, as_json)
+    return {
+        "version": spec.version,
+        "warnings": [{"pointer": w.pointer, "code": w.code, "message": w.message}
+                     for w in lint(spec)],
+        "limits": [{"method": b.method, "path": b.template, "media_type": b.media_type,
+                    "pointer": b.pointer, "body_bytes": b.limits.body_bytes,
+                    "json_depth": b.limits.json_depth, "unbounded": b.limits.unbounded}
+                   for b in operation_limits(spec)],
+    }
+
+
+def _print_spec_report(out: Console, report: dict, indent: str) -> None:
+    warnings, bodies = report["warnings"], report["limits"]
+    if warnings:
+        out.print(f"{indent}[yellow]{len(warnings)} warning"
+                  f"{'' if len(warnings) == 1 else 's'}[/]:", markup=True)
+    for w in warnings:
+        out.print(f"{indent}  {w['pointer']}: {w['message']} [{w['code']}]", markup=False)
+    bounded = [b for b in bodies if b["body_bytes"] is not None]
+    if not bodies:
+        return
+    out.print(f"{indent}body limits derived from the request schemas: {len(bounded)} of "
+              f"{len(bodies)} request bod{'y' if len(bodies) == 1 else 'ies'} bounded"
+              f"{'' if len(bounded) == len(bodies) else ' (the others keep the global limits)'}",
+              markup=False)
+    per_operation = Counter((b["method"], b["path"]) for b in bodies)
+    for b in bodies:
+        several = per_operation[b["method"], b["path"]] > 1
+        media = f" ({b['media_type']})" if several else ""
+        if b["body_bytes"] is None:
+            found = f"not derived: {b['unbounded']}"
+        else:
+            depth = "" if b["json_depth"] is None else f", JSON depth ≤ {b['json_depth']}"
+            found = f"body ≤ {_size(b['body_bytes'])}{depth}"
+        out.print(f"{indent}  {b['method']} {b['path']}{media}: {found}", markup=False)
+
+
+def _size(n: int) -> str:
+    """Bytes for people, rounded up: a limit is never shown below its value."""
+    if n < 1024:
+        return f"{n} B"
+    for unit, scale in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)):
+        if n < scale << 10 or unit == "GiB":
+            return f"{-(-n * 10 // scale) / 10:g} {unit}"
+    return f"{n} B"
 
 
 @main.command()
