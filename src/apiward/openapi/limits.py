@@ -37,9 +37,9 @@ import re._parser as sre  # the stdlib's own regex parser: longest match of a pa
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin
+from urllib.parse import unquote, urlsplit
 
-from apiward.openapi.document import SpecDocument
+from apiward.openapi.document import SpecDocument, split_ref
 from apiward.openapi.media import is_json
 
 NUMBER_BYTES = 32
@@ -141,18 +141,12 @@ def string_max_chars(schema: dict) -> int | None:
     return min(bounds) if bounds else None
 
 
-def ref_location(ref: str, base: str) -> Where:
-    """The (document URI, JSON pointer) a ``$ref`` names."""
-    uri, fragment = urldefrag(urljoin(base, ref))
-    return uri, unquote(fragment)
-
-
 def show(spec: SpecDocument, where: Where) -> str:
     """A location as users read it: the pointer, prefixed by its file when not the root."""
     uri, pointer = where
     if uri == spec.uri:
         return pointer or "/"
-    return f"{uri.rsplit('/', 1)[-1]}#{pointer}"
+    return f"{unquote(urlsplit(uri).path).rsplit('/', 1)[-1]}#{pointer}"
 
 
 def escape(token: str) -> str:
@@ -224,7 +218,7 @@ class _Bounder:
         parts: list[Result] = []
         if isinstance(ref, str):
             target, target_base = self.spec.resolve({"$ref": ref}, base)
-            parts.append(self.bound(target, target_base, ref_location(ref, base), level))
+            parts.append(self.bound(target, target_base, split_ref(ref, base), level))
             if not self.v31:
                 return parts[0]  # 3.0: a $ref's siblings are ignored
         uri, pointer = where
@@ -396,7 +390,7 @@ class _Bounder:
         ref = node.get("$ref")
         if isinstance(ref, str):
             target, target_base = self.spec.resolve({"$ref": ref}, base)
-            subs.append((target, target_base, ref_location(ref, base)))
+            subs.append((target, target_base, split_ref(ref, base)))
         for keyword in ("allOf", "anyOf", "oneOf"):
             for i, member in enumerate(node.get(keyword) or ()):
                 subs.append((member, base, (uri, f"{pointer}/{keyword}/{i}")))

@@ -13,15 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from apiward.openapi.document import SpecDocument
-from apiward.openapi.limits import (
-    METHODS,
-    Where,
-    escape,
-    ref_location,
-    show,
-    string_max_chars,
-)
+from apiward.openapi.document import SpecDocument, split_ref
+from apiward.openapi.limits import METHODS, Where, escape, show, string_max_chars
 from apiward.openapi.matcher import overlaps, shadowed
 
 SIZED = frozenset(("string", "array", "object"))
@@ -132,7 +125,7 @@ class _RequestSchemas:
     def _where(self, node: Any, base: str, where: Where) -> Where:
         """Where a possibly-$ref node really lives: its first $ref's target."""
         if isinstance(node, dict) and isinstance(node.get("$ref"), str):
-            return ref_location(node["$ref"], base)
+            return split_ref(node["$ref"], base)
         return where
 
     def _schema(self, node: Any, base: str, where: Where,
@@ -142,12 +135,12 @@ class _RequestSchemas:
         if not isinstance(node, dict):
             return
         ref = node.get("$ref")
-        if isinstance(ref, str):
-            target, target_base = self.spec.resolve({"$ref": ref}, base)
+        if isinstance(ref, str):  # one hop at a time: each schema at its own pointer
+            target, target_base = self.spec.lookup(ref, base)
             if not self.v31:  # 3.0: a $ref's siblings are ignored
-                self._schema(target, target_base, ref_location(ref, base), bounded)
+                self._schema(target, target_base, split_ref(ref, base), bounded)
                 return
-            self._schema(target, target_base, ref_location(ref, base),
+            self._schema(target, target_base, split_ref(ref, base),
                          bounded | _bounds(node))
         key = (id(node), bounded)
         if key in self.visited:

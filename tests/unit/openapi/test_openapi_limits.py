@@ -4,13 +4,13 @@ bodies real serialisers write, and None wherever a schema leaves something unbou
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin
 
 import pytest
 
-from apiward.openapi.document import SpecDocument
+from apiward.openapi.document import SpecDocument, load_spec
 from apiward.openapi.limits import (
     NUMBER_BYTES,
     SLACK,
@@ -21,28 +21,16 @@ from apiward.openapi.limits import (
     string_max_chars,
 )
 
-ROOT = "file:///api/openapi.yaml"
-
-
-class LocalSpec(SpecDocument):
-    """A SpecDocument over in-memory documents, resolving $ref like the loader does."""
-
-    def resolve(self, node: Any, base: str) -> tuple[Any, str]:
-        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-            base, fragment = urldefrag(urljoin(base, node["$ref"]))
-            node = self.documents[base]
-            for token in unquote(fragment).split("/")[1:]:
-                token = token.replace("~1", "/").replace("~0", "~")
-                node = node[int(token)] if isinstance(node, list) else node[token]
-        return node, base
-
 
 def make_spec(schemas: dict | None = None, version: str = "3.0",
               files: dict[str, dict] | None = None, paths: dict | None = None) -> SpecDocument:
+    """A spec loaded (and validated) as apiward loads it, from files in a temporary dir."""
     root = {"openapi": f"{version}.0", "info": {"title": "t", "version": "1"},
             "paths": paths or {}, "components": {"schemas": schemas or {}}}
-    documents = {ROOT: root, **{urljoin(ROOT, name): doc for name, doc in (files or {}).items()}}
-    return LocalSpec(Path("/api/openapi.yaml"), ROOT, version, root, documents)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, document in {"openapi.json": root, **(files or {})}.items():
+            (Path(folder) / name).write_text(json.dumps(document))
+        return load_spec(Path(folder) / "openapi.json")
 
 
 def limits(schema: Any, spec: SpecDocument | None = None, kind: str = "json",
@@ -201,10 +189,15 @@ def test_ref_chains_and_shared_components() -> None:
 
 
 def test_ref_to_another_file() -> None:
-    spec = make_spec(files={"common.yaml": {"Name": string(4), "Pair": closed(
-        a={"$ref": "#/Name"}, b={"$ref": "common.yaml#/Name"})}})
-    assert limits({"$ref": "common.yaml#/Pair"}, spec) == limits(closed(a=string(4),
-                                                                        b=string(4)))
+    common = {"Name": string(4),
+              "Pair": closed(a={"$ref": "#/Name"}, b={"$ref": "common.json#/Name"})}
+    spec = make_spec({"Pair": {"$ref": "common.json#/Pair"}}, files={"common.json": common})
+    assert limits({"$ref": "#/components/schemas/Pair"}, spec) == limits(
+        closed(a=string(4), b=string(4)))
+    open_pair = {**common, "Name": {"type": "string"}}
+    spec = make_spec({"Pair": {"$ref": "common.json#/Pair"}}, files={"common.json": open_pair})
+    found = limits({"$ref": "#/components/schemas/Pair"}, spec)
+    assert found.unbounded == "common.json#/Name: string without maxLength"
 
 
 def test_ref_siblings_count_in_31_only() -> None:
@@ -227,7 +220,8 @@ def test_types_come_from_the_whole_composition() -> None:
     {"Node": closed(next={"$ref": "#/components/schemas/Node"})},
     {"A": closed(b={"$ref": "#/components/schemas/B"}),
      "B": {"type": "array", "maxItems": 2, "items": {"$ref": "#/components/schemas/A"}}},
-    {"A": {"allOf": [{"$ref": "#/components/schemas/A"}]}},
+    {"A": {"type": "array", "maxItems": 2,
+           "items": {"oneOf": [{"$ref": "#/components/schemas/A"}, {"type": "integer"}]}}},
 ])
 def test_recursion_is_unbounded_not_a_hang(schemas: dict) -> None:
     first = next(iter(schemas))
@@ -329,7 +323,8 @@ def test_operation_limits_walks_every_body() -> None:
     paths = {"/books": {
         "post": {"requestBody": {"content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Book"}},
-            "application/xml": {"schema": {"$ref": "#/components/schemas/Book"}}}}},
+            "application/xml": {"schema": {"$ref": "#/components/schemas/Book"}}}},
+            "responses": {"201": {"description": "created"}}},
         "get": {"responses": {"200": {"description": "ok"}}}}}
     spec = make_spec({"Book": closed(title=string(10))}, paths=paths)
     found = operation_limits(spec)

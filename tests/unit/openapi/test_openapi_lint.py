@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin
 
 import pytest
 
-from apiward.openapi.document import SpecDocument
+from apiward.openapi.document import SpecDocument, load_spec
 from apiward.openapi.lint import LintWarning, lint
 
-ROOT = "file:///api/openapi.yaml"
-
-
-class LocalSpec(SpecDocument):
-    """A SpecDocument over in-memory documents, resolving $ref like the loader does."""
-
-    def resolve(self, node: Any, base: str) -> tuple[Any, str]:
-        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
-            base, fragment = urldefrag(urljoin(base, node["$ref"]))
-            node = self.documents[base]
-            for token in unquote(fragment).split("/")[1:]:
-                token = token.replace("~1", "/").replace("~0", "~")
-                node = node[int(token)] if isinstance(node, list) else node[token]
-        return node, base
+SHARED_SPECS = Path(__file__).resolve().parents[4] / "shared" / "specs"
 
 
 def make_spec(paths: dict, schemas: dict | None = None, version: str = "3.0",
-              **extra: Any) -> SpecDocument:
+              security: list | None = None, **components: Any) -> SpecDocument:
+    """A spec loaded (and validated) as apiward loads it, from a temporary file."""
     root = {"openapi": f"{version}.0", "info": {"title": "t", "version": "1"},
-            "paths": paths, "components": {"schemas": schemas or {}, **extra}}
-    return LocalSpec(Path("/api/openapi.yaml"), ROOT, version, root, {ROOT: root})
+            "paths": paths, "components": {"schemas": schemas or {}, **components}}
+    if security is not None:
+        root["security"] = security
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "openapi.json"
+        path.write_text(json.dumps(root))
+        return load_spec(path)
 
 
 def post(schema: dict, **more: Any) -> dict:
@@ -55,9 +50,12 @@ BODY = "/paths/~1things/post/requestBody/content/application~1json/schema"
 # -- paths ---------------------------------------------------------------------------------
 
 def test_ambiguous_and_shadowed_paths() -> None:
-    ok = {"get": {"responses": {"200": {"description": "ok"}}}}
-    spec = make_spec({"/a/{x}": ok, "/{y}/b": ok, "/pets/{id}/tags": ok,
-                      "/pets/mine/tags": ok, "/pets/{id}/toys": ok})
+    def ok(*names: str) -> dict:
+        return {"parameters": [{"name": n, "in": "path", "required": True,
+                                "schema": {"type": "string", "maxLength": 9}} for n in names],
+                "get": {"responses": {"200": {"description": "ok"}}}}
+    spec = make_spec({"/a/{x}": ok("x"), "/{y}/b": ok("y"), "/pets/{id}/tags": ok("id"),
+                      "/pets/mine/tags": ok(), "/pets/{id}/toys": ok("id")})
     (ambiguous, shadowed) = lint(spec)
     assert ambiguous.code == "ambiguous_paths"
     assert ambiguous.pointer == "/paths/~1{y}~1b"
@@ -82,8 +80,8 @@ def test_operation_without_security_when_the_api_has_schemes() -> None:
 
 
 def test_root_security_covers_every_operation() -> None:
-    spec = make_spec({"/things": post(BOUNDED)}, securitySchemes=SCHEMES)
-    spec.root["security"] = [{"key": []}]
+    spec = make_spec({"/things": post(BOUNDED)}, security=[{"key": []}],
+                     securitySchemes=SCHEMES)
     assert found(spec, "no_security") == []
 
 
@@ -162,7 +160,8 @@ def test_each_unbounded_kind_at_its_pointer() -> None:
     {"type": "array", "maxItems": 2, "items": {"type": "integer"}},
 ])
 def test_bounded_schemas_are_not_reported(schema: dict) -> None:
-    assert found(make_spec({"/things": post(schema)})) == []
+    version = "3.1" if "const" in schema else "3.0"
+    assert found(make_spec({"/things": post(schema)}, version=version)) == []
 
 
 def test_parameters_are_checked_and_responses_are_not() -> None:
@@ -190,10 +189,11 @@ def test_shared_component_reported_once_at_its_own_pointer() -> None:
                                                  "unbounded_string")]
 
 
-def test_ref_chain_reported_at_the_first_target() -> None:
+def test_ref_chain_reported_at_the_schema_itself() -> None:
     schemas = {"Alias": ref("Real"), "Real": {"type": "array", "items": {"type": "integer"}}}
-    assert found(make_spec({"/things": post(ref("Alias"))}, schemas)) == [
-        ("/components/schemas/Alias", "unbounded_array")]
+    paths = {"/things": post(ref("Alias")), "/others": post(ref("Real"))}
+    assert found(make_spec(paths, schemas)) == [
+        ("/components/schemas/Real", "unbounded_array")]
 
 
 @pytest.mark.parametrize("version", ["3.0", "3.1"])
@@ -234,3 +234,18 @@ def test_warning_shape() -> None:
     (warning,) = lint(make_spec({"/things": post({"type": "string"})}))
     assert warning == LintWarning(BODY, "unbounded_string", warning.message)
     assert "maxLength" in warning.message
+
+
+# -- real specs ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not SHARED_SPECS.is_dir(), reason="no shared specs")
+def test_kratos_lints_fast() -> None:
+    spec = load_spec(SHARED_SPECS / "ory-kratos-3.0.json")
+    start = time.perf_counter()
+    warnings = lint(spec)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.25, f"lint took {elapsed:.3f}s"
+    codes = {w.code for w in warnings}
+    assert {"no_security", "unbounded_string", "shadowed_path"} <= codes
+    pointers = [(w.pointer, w.code) for w in warnings]
+    assert len(pointers) == len(set(pointers))
