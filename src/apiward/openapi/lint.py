@@ -183,30 +183,40 @@ class _RequestSchemas:
                        "set additionalProperties: false, or maxProperties")
 
     def _check_read_only(self, node: dict, base: str, where: Where) -> None:
+        """A required property that is readOnly. apiward refuses a readOnly property in a
+        request and drops it from a ``required`` of the same object (OpenAPI 3.0's rule);
+        a requirement made by another allOf member it cannot drop."""
         properties, required = self._merged(node, base, where, set())
-        for name in required:
+        for name, requirer in required.items():
             found = properties.get(name)
             if found is None or not self._read_only(found[0], found[1]):
                 continue
-            if self.v31:
-                message = (f"{name!r} is readOnly and required: OpenAPI 3.1 keeps required "
-                           "in requests, where a readOnly property is refused, so no request "
-                           "can be valid; drop it from required, or split request and "
-                           "response schemas")
+            at, owner = found[2], found[3]
+            if requirer != owner:
+                message = (f"{name!r} is readOnly, and required by another schema of this "
+                           "allOf: a request may not send it yet must, so none can pass; "
+                           "list it in required next to its declaration, or split request "
+                           "and response schemas")
+            elif self.v31:
+                message = (f"{name!r} is readOnly and required: OpenAPI 3.1 (unlike 3.0) "
+                           "keeps required in requests, so strictly no request is valid; "
+                           "apiward applies 3.0's rule (requests leave it out): split "
+                           "request and response schemas to say so")
             else:
                 message = (f"{name!r} is readOnly and required: OpenAPI 3.0 applies required "
-                           "to responses only, so requests must leave it out; if clients "
-                           "are to send it, drop readOnly")
-            self._warn(found[2], "readonly_required", message)
+                           "to responses only, so requests must leave it out (apiward "
+                           "refuses it if sent); if clients are to send it, drop readOnly")
+            self._warn(at, "readonly_required", message)
 
-    def _merged(self, node: dict, base: str, where: Where,
-                seen: set[int]) -> tuple[dict[str, tuple[Any, str, Where]], set[str]]:
+    def _merged(self, node: dict, base: str, where: Where, seen: set[int],
+                ) -> tuple[dict[str, tuple[Any, str, Where, int]], dict[str, int]]:
         """The properties and required names of a schema and its allOf members (and 3.1
-        $ref), as one object: a name required by one and declared by another counts."""
-        properties: dict[str, tuple[Any, str, Where]] = {}
-        required = {name for name in node.get("required") or () if isinstance(name, str)}
+        $ref), as one object: each property with where it is and the id of the schema
+        declaring it, each required name with the id of the schema requiring it."""
+        properties: dict[str, tuple[Any, str, Where, int]] = {}
+        required: dict[str, int] = {}
         if id(node) in seen:
-            return properties, set()
+            return properties, required
         seen.add(id(node))
         uri, pointer = where
         members: list[tuple[Any, str, Where]] = [
@@ -221,9 +231,13 @@ class _RequestSchemas:
             if isinstance(resolved, dict) and resolved is not node:
                 more, names = self._merged(resolved, resolved_base, member_where, seen)
                 properties.update(more)
-                required |= names
+                required.update(names)
         for name, schema in (node.get("properties") or {}).items():
-            properties[name] = (schema, base, (uri, f"{pointer}/properties/{escape(name)}"))
+            properties[name] = (schema, base, (uri, f"{pointer}/properties/{escape(name)}"),
+                                id(node))
+        for name in node.get("required") or ():
+            if isinstance(name, str):
+                required[name] = id(node)
         return properties, required
 
     def _read_only(self, schema: Any, base: str) -> bool:
