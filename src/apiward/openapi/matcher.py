@@ -71,6 +71,8 @@ class _Pattern:
         if not segment.startswith(first) or not segment.endswith(last):
             return None
         lo, hi = len(first), len(segment) - len(last)
+        if hi - lo < len(literals) - 1:  # each parameter takes one character at least
+            return None  # (and the bounds below stay non-negative)
         values = []
         for literal in literals[-2:0:-1]:
             at = segment.rfind(literal, lo + 1, hi - 1)

@@ -141,9 +141,44 @@ class _Translator:
         props = node.get("properties")
         if isinstance(props, dict) and "properties" in out:
             self.refuse_flagged(props, base, out)
+        if isinstance(node.get("discriminator"), dict):
+            self.discriminate(node, base, out)
         if nullable:
             self.allow_null(out)
         return result
+
+    def discriminate(self, node: dict, base: str, out: dict) -> None:
+        """``oneOf``/``anyOf`` with a ``discriminator``: the property's value picks the one
+        schema the value must match (OpenAPI's meaning), so alternatives that overlap do
+        not make a valid value "match more than one". Values: the explicit ``mapping``,
+        then each ``$ref`` alternative's schema name; any other value is refused."""
+        spec = node["discriminator"]
+        prop = spec.get("propertyName")
+        group = "oneOf" if "oneOf" in out else "anyOf" if "anyOf" in out else None
+        if not isinstance(prop, str) or group is None or not isinstance(node[group], list):
+            return
+        chosen: dict[str, str] = {}
+        for value, target in (spec.get("mapping") or {}).items():
+            if isinstance(target, str):
+                ref = target if "#" in target or "/" in target else f"#/components/schemas/{target}"
+                chosen[str(value)] = ref
+        mapped = set(chosen.values())
+        for alternative in node[group]:
+            ref = alternative.get("$ref") if isinstance(alternative, dict) else None
+            if not isinstance(ref, str):
+                return  # an inline alternative has no name: keep plain oneOf/anyOf
+            if ref not in mapped:
+                chosen.setdefault(ref.rsplit("/", 1)[-1], ref)
+        if not chosen:
+            return
+        del out[group]
+        branches = [{"if": {"required": [prop], "properties": {prop: {"const": value}}},
+                     "then": {"$ref": self.reference(ref, base)}}
+                    for value, ref in chosen.items()]
+        out["required"] = [*out.get("required", []), *([] if prop in out.get("required", [])
+                                                         else [prop])]
+        out["allOf"] = [*out.get("allOf", []),
+                        {"properties": {prop: {"enum": list(chosen)}}}, *branches]
 
     def reference(self, ref: str, base: str) -> str:
         if self.lookup is None:

@@ -193,3 +193,10 @@ def test_every_kratos_path_matches_itself_and_matching_is_fast() -> None:
                               {"id": "abc", "type": "password"})
     per_call = min(timeit.repeat(lambda: m.match(probe), number=2000, repeat=5)) / 2000
     assert per_call < 20e-6  # ~1 µs here; generous for slow CI machines
+
+
+def test_adjacent_parameters_each_take_a_character() -> None:
+    m = matcher("/{p0}{p1}ab")
+    assert m.match("/ab") is None  # found by the property test above: '' for p1
+    assert m.match("/aab") is None
+    assert m.match("/xyab") == ("/{p0}{p1}ab", {"p0": "x", "p1": "y"})

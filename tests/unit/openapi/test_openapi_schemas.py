@@ -474,3 +474,39 @@ def test_every_schema_of_a_large_real_spec_compiles():
     for name, schema in root["components"]["schemas"].items():
         compiler.validator(schema, uri, "response" if "Response" in name else "request")
     assert count > 300
+
+
+# --- discriminator ----------------------------------------------------------------------
+
+PASSWORD = {"type": "object", "required": ["method", "password"],
+            "properties": {"method": {"type": "string"}, "password": {"type": "string"}}}
+CODE = {"type": "object", "required": ["method"],  # overlaps PASSWORD: plain oneOf fails
+        "properties": {"method": {"type": "string"}, "code": {"type": "string"}}}
+
+
+@pytest.mark.parametrize("mapping", [
+    None,  # implicit: the schema names
+    {"pw": "#/components/schemas/Password", "code": "Code"},  # explicit, a ref and a name
+])
+def test_discriminator_picks_the_one_schema(mapping) -> None:
+    discriminator = {"propertyName": "method", **({"mapping": mapping} if mapping else {})}
+    body = {"oneOf": [{"$ref": "#/components/schemas/Password"},
+                      {"$ref": "#/components/schemas/Code"}], "discriminator": discriminator}
+    root = components(Password=PASSWORD, Code=CODE, Body=body)
+    v = SchemaCompiler(spec(root)).validator(body, ROOT)
+    pw = "pw" if mapping else "Password"
+    code = "code" if mapping else "Code"
+    assert v.is_valid({"method": pw, "password": "x"})  # matches both alternatives
+    assert v.is_valid({"method": code})
+    assert not v.is_valid({"method": pw})  # its schema needs a password
+    assert not v.is_valid({"method": "other", "password": "x"})  # no schema of that name
+    assert not v.is_valid({"password": "x"})  # the discriminator is required
+    [violation] = v.violations({"method": "other"}, "body", 10)
+    assert (violation.location, violation.rule) == ("body.method", "enum")
+
+
+def test_discriminator_with_inline_alternatives_stays_plain_one_of() -> None:
+    body = {"oneOf": [PASSWORD, CODE], "discriminator": {"propertyName": "method"}}
+    v = SchemaCompiler(spec(components(Body=body))).validator(body, ROOT)
+    assert v.is_valid({"method": "x"})  # only CODE matches
+    assert not v.is_valid({"method": "x", "password": "y"})  # both: oneOf refuses
