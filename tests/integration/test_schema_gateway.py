@@ -4,6 +4,7 @@ and problem, the body stage (buffered, re-framed, judged), and response validati
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,39 @@ def test_body_larger_than_the_schema_allows_is_413_before_reading(
         response = client.post("/items", json={"name": "x" * 5000, "price": 1})
         problem(response, 413, "body_too_large", "limits")
     assert not reached(upstream, call)
+
+
+# -- hot reload ---------------------------------------------------------------------------
+
+def small_spec(*paths: str) -> str:
+    return yaml.safe_dump({
+        "openapi": "3.0.3", "info": {"title": "t", "version": "1"},
+        "paths": {p: {"get": {"responses": {"200": {"description": "ok"}}}} for p in paths},
+    })
+
+
+def get_status(gateway: GatewayProcess, path: str) -> int:
+    return httpx.get(gateway.url + path, timeout=10,
+                     headers={"Connection": "close"}).status_code
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_swaps_the_spec_and_refuses_a_broken_one(upstream: CountingUpstream,
+                                                        tmp_path: Path, workers: int) -> None:
+    spec = tmp_path / "openapi.yaml"
+    spec.write_text(small_spec("/a"))
+    config = gateway_config({"upstream": {"url": upstream.url}, "spec": str(spec)},
+                            workers=workers)
+    with start_gateway(config, tmp_path) as gw:
+        assert (get_status(gw, "/a"), get_status(gw, "/b")) == (200, 404)
+        spec.write_text(small_spec("/b"))
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: all(get_status(gw, "/b") == 200 for _ in range(10)),
+                   message="the new spec to be live in every worker")
+        assert get_status(gw, "/a") == 404
+        spec.write_text("openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths: {/c: 7}\n")
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in gw.stderr, message="'reload refused'")
+        assert "openapi.yaml" in gw.stderr and "Traceback" not in gw.stderr
+        for _ in range(5):
+            assert (get_status(gw, "/b"), get_status(gw, "/c")) == (200, 404)
