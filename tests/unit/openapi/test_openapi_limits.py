@@ -3,12 +3,16 @@ bodies real serialisers write, and None wherever a schema leaves something unbou
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from apiward.openapi.document import SpecDocument, load_spec
 from apiward.openapi.limits import (
@@ -302,6 +306,20 @@ def test_form_body() -> None:
     assert found == DerivedLimits(name + age + tags + SLACK, None)
 
 
+def test_largest_form_fits() -> None:
+    schema = closed(name=string(4), tags={"type": "array", "maxItems": 2, "items": string(3)},
+                    **{"ünï": {"type": "boolean"}})
+    value = [("name", ASTRAL * 4), ("tags", ASTRAL * 3), ("tags", ASTRAL * 3),
+             ("ünï", "false")]
+    found = limits(schema, kind="form").body_bytes
+    assert found is not None
+    assert len(urlencode(value).encode()) <= found - SLACK
+    # ASCII written as %XX too is what a strict encoder may send: counted as well
+    everything = "&".join("".join(f"%{b:02X}" for b in k.encode()) + "=" +
+                          "".join(f"%{b:02X}" for b in v.encode()) for k, v in value)
+    assert len(everything) <= found - SLACK
+
+
 def test_form_refuses_nesting_and_multipart_gets_none() -> None:
     assert limits(closed(a=closed(b=string(1))), kind="form").body_bytes is None
     assert limits(closed(a=string(1)), kind="multipart") == DerivedLimits(
@@ -342,3 +360,73 @@ def test_string_max_chars() -> None:
     assert string_max_chars({"pattern": r"^\p{L}{3}$"}) is None  # not Python's syntax
     assert string_max_chars({"pattern": "^a|b$"}) is None  # anchors bind to one branch each
     assert string_max_chars({"type": "string"}) is None
+
+
+# -- soundness, generated: any valid body of any bounded schema fits ----------------------
+
+LEAVES = st.one_of(
+    st.integers(0, 40).map(lambda n: {"type": "string", "maxLength": n}),
+    st.just({"type": "string", "format": "date"}),
+    st.lists(st.text(max_size=6), min_size=1, max_size=4, unique=True).map(
+        lambda values: {"type": "string", "enum": values}),
+    st.just({"type": "integer"}), st.just({"type": "number"}), st.just({"type": "boolean"}),
+    st.just({"type": "boolean", "nullable": True}),
+)
+SCHEMAS = st.recursive(LEAVES, lambda inner: st.one_of(
+    st.builds(lambda items, n: {"type": "array", "items": items, "maxItems": n},
+              inner, st.integers(0, 4)),
+    st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=4).map(
+        lambda props: {"type": "object", "properties": props, "additionalProperties": False}),
+    st.lists(inner, min_size=1, max_size=3).map(lambda branches: {"oneOf": branches}),
+), max_leaves=12)
+
+
+def instance(schema: dict, draw) -> Any:
+    """Some value valid against ``schema`` (as generated above), often a large one."""
+    if "oneOf" in schema:
+        return instance(draw(st.sampled_from(schema["oneOf"])), draw)
+    if "enum" in schema:
+        return draw(st.sampled_from(schema["enum"]))
+    if schema.get("nullable") and draw(st.booleans()):
+        return None
+    kind = schema["type"]
+    if kind == "string":
+        if schema.get("format") == "date":
+            return "2024-02-29"
+        n = schema["maxLength"]
+        return draw(st.text(min_size=n, max_size=n) | st.text(max_size=n))
+    if kind == "integer":
+        return draw(st.integers(-(1 << 63), (1 << 64) - 1))
+    if kind == "number":
+        return draw(st.floats(allow_nan=False, allow_infinity=False))
+    if kind == "boolean":
+        return draw(st.booleans())
+    if kind == "array":
+        count = draw(st.integers(0, schema["maxItems"]))
+        return [instance(schema["items"], draw) for _ in range(count)]
+    return {name: instance(sub, draw) for name, sub in schema["properties"].items()}
+
+
+def depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+@functools.cache
+def empty_spec() -> SpecDocument:
+    return make_spec()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schema=SCHEMAS, data=st.data())
+def test_every_valid_body_fits(schema: dict, data) -> None:
+    spec = empty_spec()
+    found = derive_limits(schema, spec.uri, spec, "json")
+    assert found.body_bytes is not None and found.json_depth is not None
+    value = instance(schema, data.draw)
+    for text in (json.dumps(value), json.dumps(value, indent=8, separators=(" , ", " : "))):
+        assert len(text.replace("\n", "\r\n").encode()) <= found.body_bytes
+    assert depth(value) <= found.json_depth
