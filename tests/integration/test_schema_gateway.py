@@ -71,6 +71,17 @@ SPEC = {
                 "responses": {"200": {"description": "ok"}},
             },
         },
+        "/upload": {
+            "post": {
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["title", "file"],
+                    "properties": {"title": {"type": "string", "maxLength": 10},
+                                   "count": {"type": "integer"},
+                                   "file": {"type": "string", "format": "binary"}},
+                }}}},
+                "responses": {"200": {"description": "ok"}},
+            },
+        },
         "/echo/open": {"get": {"responses": {"200": {"description": "ok", "content": {
             "application/json": {"schema": {"type": "object", "required": ["method"]}}}}}}},
         "/echo/strict": {"get": {"responses": {"200": {"description": "ok", "content": {
@@ -354,3 +365,24 @@ def test_sighup_swaps_the_spec_and_refuses_a_broken_one(upstream: CountingUpstre
         assert "openapi.yaml" in gw.stderr and "Traceback" not in gw.stderr
         for _ in range(5):
             assert (get_status(gw, "/b"), get_status(gw, "/c")) == (200, 404)
+
+
+def test_multipart_fields_are_validated_and_files_pass(client: httpx.Client) -> None:
+    files = {"file": ("a.bin", b"\x00\x01binary", "application/octet-stream")}
+    ok = client.post("/upload", data={"title": "report", "count": "2"}, files=files)
+    assert ok.status_code == 200 and "binary" in ok.json()["body"]
+    doc = problem(client.post("/upload", data={"title": "far too long a title"}, files=files),
+                  400, "invalid_body", "schema")
+    assert errors(doc) == [("body.title", "maxLength")]
+    doc = problem(client.post("/upload", data={"title": "x", "count": "two"}, files=files),
+                  400, "invalid_body", "schema")
+    assert errors(doc) == [("body.count", "type")]
+    other = {"attachment": ("a.bin", b"x", "application/octet-stream")}
+    doc = problem(client.post("/upload", data={"title": "x"}, files=other), 400,
+                  "invalid_body", "schema")
+    assert errors(doc) == [("body.file", "required")]
+    as_form = client.post("/upload", data={"title": "x"})  # urlencoded: not declared
+    problem(as_form, 415, "unsupported_media_type", "schema")
+    broken = client.post("/upload", content=b"--xyz\r\nnot a part",
+                         headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert errors(problem(broken, 400, "invalid_body", "schema"))[0][1] == "multipart"
