@@ -1,4 +1,4 @@
-"""``apiward demo``: the bookshop API on a free port, the gateway in front, three calls shown."""
+"""``apiward demo``: the bookshop API on a free port, the gateway in front, five calls shown."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ CALLS = (
     ("an allowed call", "GET", "/books/1", ""),
     ("a method the API does not accept", "PUT", "/books/1", ""),
     ("a path climbing out of the API", "GET", "/books/%2e%2e/%2e%2e/etc/passwd", "--path-as-is "),
+    ("an endpoint the OpenAPI document does not declare", "GET", "/admin/users", ""),
+    ("a query parameter the schema does not allow", "GET", "/books?limit=1000", ""),
 )
 
 
