@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from apiward.config.models import Api, Config, parse_hostport
 from apiward.events.log import EventLog
-from apiward.openapi.compiler import compile_spec
+from apiward.openapi.compiler import CompiledSpec, compile_spec
+from apiward.openapi.lint import lint
 from apiward.pipeline.check import Check, Deps
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
 from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
 from apiward.wire.target import Target
+
+log = logging.getLogger("apiward")
 
 TARGET_CACHE = 4096
 TARGET_CACHE_BYTES = 512
@@ -61,12 +68,52 @@ def compile_checks(api: Api, deps: Deps) -> tuple[Check, ...]:
     return tuple(checks)
 
 
+_SPECS: dict[tuple[Path, bool], tuple[tuple[tuple[int, int], ...], CompiledSpec]] = {}
+
+
+def load_compiled_spec(name: str, path: Path, strict_query: bool) -> CompiledSpec:
+    """The compiled spec at ``path``, compiled again only when one of its files changed:
+    ``run`` checks the config before serving, workers inherit it through fork, and a
+    reload that leaves the spec alone does not pay for it (or log it) twice."""
+    key = (path, strict_query)
+    found = _SPECS.get(key)
+    if found is not None and found[0] == _stamps(found[1]):
+        return found[1]
+    spec = compile_spec(path, strict_query)
+    _SPECS[key] = (_stamps(spec), spec)
+    report_spec(name, path, spec)
+    return spec
+
+
+def _stamps(spec: CompiledSpec) -> tuple[tuple[int, int], ...]:
+    stamps = []
+    for uri in spec.spec.documents:
+        try:
+            stat = Path(url2pathname(urlsplit(uri).path)).stat()
+        except OSError:
+            return ()
+        stamps.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
+
+
+def report_spec(name: str, path: Path, spec: CompiledSpec) -> None:
+    """What compiling and linting the spec noticed: one log line each for what was worked
+    around, one summary line for the lint (``apiward check --spec`` lists it all)."""
+    for warning in spec.warnings:
+        log.warning("api %r: %s", name, warning)
+    found = Counter(warning.code for warning in lint(spec.spec))
+    if found:
+        counts = ", ".join(f"{count} {code}" for code, count in found.most_common())
+        log.info("api %r: %s: %d lint warnings (%s); see apiward check --spec %s",
+                 name, path.name, found.total(), counts, path)
+
+
 def compile_api(api: Api) -> CompiledApi:
     spec = None
     if api.spec is not None:
         schema_config = api.checks.schema
         strict_query = schema_config is not None and schema_config.undeclared_query == "block"
-        spec = compile_spec(api.spec, strict_query)
+        spec = load_compiled_spec(api.name, api.spec, strict_query)
     checks = compile_checks(api, Deps(api.name, spec))
     host = api.match.host.lower() if api.match.host else None
     suffix = None
