@@ -42,3 +42,26 @@ def test_routing_most_specific_first() -> None:
     assert rt.route("b.example", "/x").name == "wild"
     assert rt.route("other", "/x").name == "any"
     rt.close()
+
+
+def test_a_compiled_spec_is_reused_until_one_of_its_files_changes(tmp_path) -> None:
+    from apiward.runtime import load_compiled_spec
+
+    common = tmp_path / "common.yaml"
+    common.write_text("Name: {type: string, maxLength: 5}\n")
+    root = tmp_path / "openapi.yaml"
+    root.write_text(
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /a/{name}:\n    get:\n"
+        "      parameters:\n        - {name: name, in: path, required: true,\n"
+        "           schema: {$ref: 'common.yaml#/Name'}}\n"
+        "      responses: {'200': {description: ok}}\n")
+    first = load_compiled_spec("t", root, False)
+    assert load_compiled_spec("t", root, False) is first
+    assert load_compiled_spec("t", root, True) is not first  # other options, other compile
+    common.write_text("Name: {type: string, maxLength: 50}\n")  # only the referenced file
+    second = load_compiled_spec("t", root, False)
+    assert second is not first
+    entry, params = second.match("/a/abcdefgh")
+    op = entry.operations["GET"]
+    values, problems = op.parameters.extract(params, "", None)
+    assert not problems and all(op.validators[id(r)][0].is_valid(v) for r, v in values)
