@@ -220,3 +220,16 @@ def demo(port: int) -> None:
 
     setup_logging()
     sys.exit(run_demo(port))
+
+
+def _add_command_groups() -> None:
+    """``apiward ca …`` and ``apiward keys …`` live in their own modules (they import
+    nothing heavy until a command runs)."""
+    from apiward.cli_ca import ca
+    from apiward.cli_keys import keys
+
+    main.add_command(ca)
+    main.add_command(keys)
+
+
+_add_command_groups()

@@ -1,0 +1,1 @@
+"""State behind one interface: the Store protocol and its memory, SQLite and Redis backends."""
