@@ -18,11 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.*
 
 from support.corpus import (
+    DISPUTED,
     NEGATIVE,
     POSITIVE,
     SPECS,
@@ -39,6 +40,7 @@ DRAWS = 30  # hypothesis examples per operation, media type and mode
 MAX_BODY = 2048  # bytes: keep the files small
 MAX_TARGET = 1024
 VERBOSE = False
+DISPUTED_PER_REASON = 2
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 CLIENT_HEADERS = {"user-agent", "accept-encoding", "accept", "connection",
@@ -80,6 +82,7 @@ class OperationInfo:
     template: str
     raw: dict
     media_types: list[str]
+    body_schemas: dict[str, Any]
     body_required: bool
     security: list[dict] | None  # alternatives; None or [] or a {} among them: optional
     header_params: set[str]
@@ -106,11 +109,31 @@ def operations_of(spec: Spec) -> dict[str, OperationInfo]:
                 template=template,
                 raw=raw,
                 media_types=list(body.get("content") or {}),
+                body_schemas={mt: (deref(document, media) or {}).get("schema")
+                              for mt, media in (body.get("content") or {}).items()},
                 body_required=bool(body.get("required")),
                 security=raw.get("security", document.get("security")),
                 header_params={p["name"].lower() for p in params if p.get("in") == "header"},
             )
             found[info.label] = info
+    return found
+
+
+def object_fields(document: dict, schema: Any, depth: int = 0) -> set[str]:
+    """Properties of a form body's schema (through ``oneOf``/``anyOf``/``allOf``) that are
+    objects: how those travel in a form is not agreed (schemathesis sends the object's keys
+    as the field's values; openapi-core drops fields of ``oneOf`` bodies)."""
+    schema = deref(document, schema)
+    if not isinstance(schema, dict) or depth > 8:
+        return set()
+    found = set()
+    for name, prop in (schema.get("properties") or {}).items():
+        prop = deref(document, prop)
+        if isinstance(prop, dict) and (prop.get("type") == "object" or "properties" in prop):
+            found.add(name)
+    for keyword in ("oneOf", "anyOf", "allOf"):
+        for alternative in schema.get(keyword) or []:
+            found |= object_fields(document, alternative, depth + 1)
     return found
 
 
@@ -275,9 +298,15 @@ def sendable(raw: Raw, spec: Spec) -> str | None:
     return None
 
 
-def mutation_statuses(case: Any, creds: Credentials) -> set[int] | None:
-    """The statuses the negative ``case``'s mutations call for (400, or 415 for a media type);
-    None when its metadata does not say where it breaks the spec."""
+def empty_query_values(query: str) -> set[str]:
+    """Query parameters with an empty occurrence (``a=`` or ``a``): whether that is valid
+    depends on the reader's take on ``allowEmptyValue`` (for array items above all)."""
+    return {name for name, value in parse_qsl(query, keep_blank_values=True) if not value}
+
+
+def mutation_places(case: Any, creds: Credentials) -> tuple[str, ...] | None:
+    """Where the negative ``case`` breaks the spec (``query.limit``, ``body`` ...), from its
+    mutations; None when its metadata does not say, or names a credential."""
     meta = case.meta
     if meta is None:
         return None
@@ -285,13 +314,18 @@ def mutation_statuses(case: Any, creds: Credentials) -> set[int] | None:
     mutations = getattr(data, "mutations", ())
     if not mutations:
         return None
-    statuses = set()
+    places = set()
     credential_names = {n.lower() for n, _ in creds.headers + creds.query + creds.cookies}
     for mutation in mutations:
         if mutation.parameter and mutation.parameter.lower() in credential_names:
             return None
-        statuses.add(400)
-    return statuses
+        location = mutation.parameter_location.value
+        if location == "body" or not mutation.parameter:
+            places.add(location)
+        else:
+            name = mutation.parameter
+            places.add(f"{location}.{name.lower() if location == 'header' else name}")
+    return tuple(sorted(places))
 
 
 def describe(case: Any) -> str:
@@ -314,10 +348,12 @@ class Builder:
     core: OpenApiCore
     dropped: Counter = field(default_factory=Counter)
     cases: list[Case] = field(default_factory=list)
+    disputed: list[Case] = field(default_factory=list)
+    disputes: Counter = field(default_factory=Counter)
     seen: set = field(default_factory=set)
 
     def add(self, op_label: str, raw: Raw, kind: str, expect: str, why: str,
-            counter: Counter, matched_op: str | None = None) -> bool:
+            where: tuple[str, ...], counter: Counter, matched_op: str | None = None) -> bool:
         """Judge by openapi-core and keep the case when it agrees; returns kept."""
         if raw.key() in self.seen:
             self.dropped["duplicate"] += 1
@@ -331,9 +367,16 @@ class Builder:
         case = Case(
             id=f"{op_label} {kind[0]}{number}", spec=self.spec.ref, operation=op_label,
             method=raw.method, path=raw.path, query=raw.query, headers=tuple(raw.headers),
-            body=raw.body, kind=kind, expect=expect, why=why[:300], openapi_core="",
+            body=raw.body, kind=kind, expect=expect, why=why[:300], where=where,
+            openapi_core="",
         )
         verdict = self.core.judge(case)
+        if any(f"query.{name}" not in where for name in empty_query_values(raw.query)):
+            counter[slot] -= 1
+            reason = f"{kind}: empty query value outside the place it breaks"
+            self.dropped[reason] += 1
+            self.dispute(case, verdict.label, reason)
+            return False
         expected = None if expect == UPSTREAM else int(expect)
         if verdict.status != expected:
             counter[slot] -= 1
@@ -342,17 +385,37 @@ class Builder:
             if VERBOSE:
                 print(f"  [{reason}] {why[:160]}\n      {case.method} {case.target[:200]} "
                       f"{list(case.headers)} {(case.body or b'')[:300]!r}")
+            self.dispute(case, verdict.label, reason)
             return False
         if matched_op is not None and verdict.operation != matched_op:
             counter[slot] -= 1
             self.dropped[f"{kind}: openapi-core matched another operation"] += 1
             return False
+        if expect == "400" and verdict.place not in where:
+            # schemathesis' "positive" parts may break the spec too (an empty required
+            # query value ...): then the case breaks it in a place we do not know.
+            counter[slot] -= 1
+            self.dropped[f"{kind}: openapi-core finds it broken elsewhere too"] += 1
+            self.dispute(case, verdict.label, "broken elsewhere")
+            return False
         self.seen.add(raw.key())
         self.cases.append(replace(case, openapi_core=verdict.label))
         return True
 
+    def dispute(self, case: Case, label: str, reason: str) -> None:
+        """Keep a few cases where schemathesis and openapi-core disagree, for the differential
+        test: at most DISPUTED_PER_REASON per operation and reason."""
+        slot = (case.operation, reason)
+        self.disputes[slot] += 1
+        if self.disputes[slot] > DISPUTED_PER_REASON:
+            return
+        self.seen.add((case.method, case.path, case.query, case.headers, case.body))
+        self.disputed.append(replace(
+            case, id=f"{case.operation} d{len(self.disputed) + 1}", kind=DISPUTED,
+            openapi_core=label))
 
-def build_spec(spec: Spec) -> tuple[list[Case], Counter]:
+
+def build_spec(spec: Spec) -> Builder:
     from schemathesis import GenerationMode
 
     schema = load_schema(spec)
@@ -387,27 +450,33 @@ def build_spec(spec: Spec) -> tuple[list[Case], Counter]:
                 if kept[media_type] >= share:
                     continue
                 why = "valid per the spec (schemathesis positive case)"
-                expect = UPSTREAM
+                expect, where = UPSTREAM, ()
                 if kind == NEGATIVE:
-                    statuses = mutation_statuses(case, creds)
-                    if statuses is None or len(statuses) != 1:
-                        builder.dropped["negative: no single known place it breaks"] += 1
+                    # Every mutation schemathesis makes (parameters, body) calls for a 400.
+                    found = mutation_places(case, creds)
+                    if not found:
+                        builder.dropped["negative: no known place it breaks"] += 1
                         continue
                     why = f"schemathesis negative case: {describe(case)}"
-                    expect = str(statuses.pop())
+                    expect, where = "400", found
                 if media_type is not None:
                     why += f"; {media_type} body"
                 raw = serialise(case, spec, op, creds)
                 if raw is None:
                     builder.dropped[f"{kind}: cannot be sent"] += 1
                     continue
-                if builder.add(op.label, raw, kind, expect, why, numbers, op.label):
+                if media_type is not None and kinds[media_type] == "form" and raw.body and \
+                        _form_names(raw.body) & object_fields(spec.document,
+                                                              op.body_schemas[media_type]):
+                    builder.dropped[f"{kind}: form field for an object-typed property"] += 1
+                    continue
+                if builder.add(op.label, raw, kind, expect, why, where, numbers, op.label):
                     kept[media_type] += 1
                     if kind == POSITIVE:
                         first_positive.setdefault(op.label, (case, raw))
         derive(builder, spec, op, creds, first_positive.get(op.label), numbers)
     derive_routes(builder, spec, ops, first_positive, numbers)
-    return builder.cases, builder.dropped
+    return builder
 
 
 def _draw(operation: Any, mode: Any, media_types: int, builder: Builder) -> list[Any]:
@@ -430,7 +499,8 @@ def derive(builder: Builder, spec: Spec, op: OperationInfo, creds: Credentials,
         if bare is not None:
             builder.add(op.label, bare, NEGATIVE, "401",
                         "no credentials for the operation's security "
-                        f"({' or '.join(sorted(_scheme_names(op)))})", numbers, op.label)
+                        f"({' or '.join(sorted(_scheme_names(op)))})", ("security",), numbers,
+                        op.label)
     if raw.body is not None and op.media_types and not any(
             mt.split(";")[0].strip().lower() in ("*/*", "text/*", "text/plain")
             for mt in op.media_types):
@@ -438,7 +508,7 @@ def derive(builder: Builder, spec: Spec, op: OperationInfo, creds: Credentials,
                    for n, v in raw.headers]
         builder.add(op.label, replace(raw, headers=headers), NEGATIVE, "415",
                     f"Content-Type {WRONG_CONTENT_TYPE} is not one the operation declares "
-                    f"({', '.join(op.media_types)})", numbers, op.label)
+                    f"({', '.join(op.media_types)})", ("content-type",), numbers, op.label)
 
 
 def derive_routes(builder: Builder, spec: Spec, ops: dict[str, OperationInfo],
@@ -462,20 +532,25 @@ def derive_routes(builder: Builder, spec: Spec, ops: dict[str, OperationInfo],
             builder.add(f"{method} {template}", replace(sample, method=method, headers=headers,
                                                         body=None),
                         NEGATIVE, "405", f"{method} is not declared for {template} "
-                        f"(only {', '.join(sorted(declared))})", numbers)
+                        f"(only {', '.join(sorted(declared))})", ("method",), numbers)
         longer = replace(sample, method=path_ops[0].method if sample.body is None else "GET",
                          path=sample.path.rstrip("/") + "/" + EXTRA_SEGMENT, headers=headers,
                          body=None)
         builder.add(f"{longer.method} {template}/{EXTRA_SEGMENT}", longer, NEGATIVE, "404",
-                    f"no path template matches (one segment more than {template})", numbers)
+                    f"no path template matches (one segment more than {template})", ("path",),
+                    numbers)
     if spec.base_path and first_positive:
         label, (_, sample) = next(iter(first_positive.items()))
         outside = replace(sample, path=sample.path[len(spec.base_path):])
         builder.add(f"{label} (no base path)", outside, NEGATIVE, "404",
-                    f"the path lacks the server's base path {spec.base_path}", numbers)
+                    f"the path lacks the server's base path {spec.base_path}", ("path",), numbers)
     unknown = Raw("GET", spec.base_path + "/corpus-unknown-endpoint", "", [], None)
     builder.add("GET /corpus-unknown-endpoint", unknown, NEGATIVE, "404",
-                "no path template matches", numbers)
+                "no path template matches", ("path",), numbers)
+
+
+def _form_names(body: bytes) -> set[str]:
+    return {name for name, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True)}
 
 
 def _scheme_names(op: OperationInfo) -> set[str]:
@@ -497,14 +572,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{spec.name}: {spec.ref} not found, skipped")
             continue
         started = time.monotonic()
-        cases, dropped = build_spec(spec)
+        builder = build_spec(spec)
+        cases, dropped = builder.cases, builder.dropped
         text = "".join(case.to_json() + "\n" for case in cases)
         spec.corpus.write_text(text, encoding="ascii")
-        total_bytes += len(text)
+        disputed = "".join(case.to_json() + "\n" for case in builder.disputed)
+        spec.disputed.write_text(disputed, encoding="ascii")
+        total_bytes += len(text) + len(disputed)
         kinds = Counter(f"{c.kind} {c.expect}" for c in cases)
         split = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
-        print(f"{spec.name}: {len(cases)} cases ({split}), {len(text) // 1024} KiB, "
-              f"{time.monotonic() - started:.1f} s")
+        print(f"{spec.name}: {len(cases)} cases ({split}), {len(text) // 1024} KiB; "
+              f"{len(builder.disputed)} disputed; {time.monotonic() - started:.1f} s")
         for reason, count in sorted(dropped.items()):
             print(f"    dropped {count:4d}  {reason}")
     print(f"total {total_bytes // 1024} KiB")

@@ -8,10 +8,12 @@ A case is one concrete HTTP request against one spec, stored as one JSON line::
      "operation": "GET /books/{id}", "method": "GET", "path": "/books/17",
      "query": "", "headers": [["Authorization", "Bearer ..."]], "body": null,
      "body_encoding": null, "kind": "positive", "expect": "2xx-upstream",
-     "why": "...", "openapi_core": "valid"}
+     "why": "...", "where": [], "openapi_core": "valid"}
 
 ``path`` and ``query`` are exactly what goes on the request line (percent-encoded);
-``body`` is text (``body_encoding: "text"``) or base64 (``"base64"``).
+``body`` is text (``body_encoding: "text"``) or base64 (``"base64"``); ``where`` names the
+places a negative case breaks the spec (``query.limit``, ``path.id``, ``header.x-token``,
+``body``, ``content-type``, ``security``, ``path``, ``method``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ SHARED_SPECS = REPO.parent / "shared" / "specs"
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
+DISPUTED = "disputed"  # schemathesis and openapi-core disagree: differential test input only
 UPSTREAM = "2xx-upstream"
+CRASHED = 0  # Judgement.status when openapi-core itself failed: no verdict
 HOST_FALLBACK = "http://apiward.test"
 
 
@@ -57,6 +61,10 @@ class Spec:
     @property
     def corpus(self) -> Path:
         return CORPUS_DIR / f"{self.name}.jsonl"
+
+    @property
+    def disputed(self) -> Path:
+        return CORPUS_DIR / f"{self.name}.disputed.jsonl"
 
     @cached_property
     def document(self) -> dict[str, Any]:
@@ -103,6 +111,7 @@ class Case:
     kind: str
     expect: str
     why: str
+    where: tuple[str, ...]
     openapi_core: str
 
     @property
@@ -124,6 +133,7 @@ class Case:
     def to_json(self) -> str:
         record = asdict(self)
         record["headers"] = [list(pair) for pair in self.headers]
+        record["where"] = list(self.where)
         record["body"], record["body_encoding"] = encode_body(self.body)
         return json.dumps(record, sort_keys=True, ensure_ascii=True)
 
@@ -132,7 +142,8 @@ class Case:
         record = json.loads(line)
         body = decode_body(record.pop("body"), record.pop("body_encoding"))
         headers = tuple((name, value) for name, value in record.pop("headers"))
-        return cls(body=body, headers=headers, **record)
+        where = tuple(record.pop("where"))
+        return cls(body=body, headers=headers, where=where, **record)
 
 
 def encode_body(body: bytes | None) -> tuple[str | None, str | None]:
@@ -149,8 +160,9 @@ def decode_body(text: str | None, encoding: str | None) -> bytes | None:
     return text.encode("ascii") if encoding == "text" else base64.b64decode(text)
 
 
-def load_cases(spec: Spec) -> list[Case]:
-    with spec.corpus.open(encoding="ascii") as lines:
+def load_cases(spec: Spec, disputed: bool = False) -> list[Case]:
+    path = spec.disputed if disputed else spec.corpus
+    with path.open(encoding="ascii") as lines:
         return [Case.from_json(line) for line in lines if line.strip()]
 
 
@@ -158,11 +170,13 @@ def load_cases(spec: Spec) -> list[Case]:
 @dataclass(frozen=True)
 class Judgement:
     """openapi-core's verdict: ``status`` None for valid, else the status its first error
-    maps to (404 path, 405 method, 401 security, 415 media type, 400 the rest)."""
+    maps to (404 path, 405 method, 401 security, 415 media type, 400 the rest), or CRASHED
+    when openapi-core raised something else (e.g. ValueError on ``application/json;``)."""
 
     status: int | None
     error: str
     operation: str | None  # "METHOD /template" openapi-core matched, when it found one
+    place: str = ""  # where its first error is: "query.limit", "body" ...
 
     @property
     def valid(self) -> bool:
@@ -223,6 +237,7 @@ class OpenApiCore:
             PathError,
         )
         from openapi_core.validation.request.exceptions import (
+            ParameterValidationError,
             RequestBodyValidationError,
             RequestValidationError,
             SecurityValidationError,
@@ -245,8 +260,98 @@ class OpenApiCore:
             return Judgement(401, type(err).__name__, operation)
         except RequestBodyValidationError as err:
             if isinstance(err.__cause__, MediaTypeNotFound):
-                return Judgement(415, "MediaTypeNotFound", operation)
-            return Judgement(400, type(err).__name__, operation)
+                return Judgement(415, "MediaTypeNotFound", operation, "content-type")
+            return Judgement(400, type(err).__name__, operation, "body")
+        except ParameterValidationError as err:
+            name = err.name.lower() if err.location == "header" else err.name
+            return Judgement(400, type(err).__name__, operation, f"{err.location}.{name}")
         except RequestValidationError as err:
             return Judgement(400, type(err).__name__, operation)
+        except (ValueError, TypeError, KeyError) as err:  # openapi-core's own bugs
+            return Judgement(CRASHED, f"crashed ({type(err).__name__})", operation)
         return Judgement(None, "", operation)
+
+
+# -- replaying cases through the gateway ----------------------------------------------------
+@dataclass
+class Served:
+    """A running gateway for one spec, its upstream and a keep-alive client to it."""
+
+    spec: Spec
+    gateway: Any
+    upstream: Any
+    client: Any
+
+
+class Farm:
+    """One upstream, and one gateway per spec started on first use; the previous spec's
+    gateway is stopped then (cases come grouped by spec), the last one on exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.served: Served | None = None
+        self.upstream: Any = None
+
+    def __enter__(self) -> Farm:
+        self.upstream = _quick_upstream().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+        self.upstream.__exit__(*exc)
+
+    def serve(self, spec: Spec) -> Served:
+        import httpx
+
+        from support.gateway import GatewayProcess
+        from support.proxy_fixtures import gateway_config
+
+        if self.served is not None and self.served.spec == spec:
+            return self.served
+        self._stop()
+        config = gateway_config({"name": spec.name.replace(".", "-"),
+                                 "upstream": {"url": self.upstream.url},
+                                 "spec": str(spec.path)})
+        (self.directory / spec.name).mkdir(exist_ok=True)
+        gateway = GatewayProcess(config, self.directory / spec.name)
+        gateway.start()
+        client = httpx.Client(base_url=gateway.url, timeout=10.0)
+        self.served = Served(spec, gateway, self.upstream, client)
+        return self.served
+
+    def _stop(self) -> None:
+        if self.served is not None:
+            self.served.client.close()
+            self.served.gateway.stop()
+            self.served = None
+
+
+def _quick_upstream() -> Any:
+    """The test upstream with Nagle off: it writes an answer's head and body separately,
+    and Nagle would hold the body back for the gateway's delayed ACK (40 ms a call)."""
+    import socket
+
+    from support.proxy_fixtures import CountingUpstream
+
+    class QuickUpstream(CountingUpstream):
+        def get_request(self) -> tuple[socket.socket, Any]:
+            conn, address = super().get_request()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return conn, address
+
+    return QuickUpstream()
+
+
+def send(client: Any, case: Case) -> Any:
+    """The case's request through ``client``, its target sent byte for byte."""
+    return client.request(
+        case.method, "/", content=case.body,
+        headers=[(name, value.encode("latin-1")) for name, value in case.headers],
+        extensions={"target": case.target.encode("ascii")},
+    )
+
+
+def echo_of(response: Any) -> dict[str, Any]:
+    """What the test upstream says it received (its echo answer)."""
+    assert response.headers.get("content-type") == "application/json", response.headers
+    return response.json()
