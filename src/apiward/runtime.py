@@ -22,12 +22,14 @@ from apiward.openapi.lint import lint
 from apiward.pipeline.check import Check, Deps
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
+from apiward.server.tls import ClientCert, server_context
 from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
 from apiward.wire.target import Target
 
 log = logging.getLogger("apiward")
 
 TARGET_CACHE = 4096
+CLIENT_CERT_CACHE = 1024
 TARGET_CACHE_BYTES = 512
 
 
@@ -188,6 +190,13 @@ class Runtime:
             self.apis,
             key=lambda a: (a.host is None, a.host_suffix is None, -len(a.path_prefix)),
         )
+        self.tls_context = server_context(config.tls) if config.tls is not None else None
+        crl = config.tls.crl if config.tls is not None else None
+        self.crl = None
+        if crl is not None:
+            from apiward.identity.pki import CrlWatcher  # only with client certificates
+            self.crl = CrlWatcher(crl)
+        self._client_certs: dict[bytes, ClientCert] = {}
         self.events = EventLog(config.events.file, config.events.stdout)
         # Normalised targets by raw bytes: a hot endpoint is normalised once. Only plain
         # origin-form targets are kept (they mean the same for every method), short ones,
@@ -208,6 +217,24 @@ class Runtime:
             if len(self.targets) >= TARGET_CACHE:
                 self.targets.clear()
             self.targets[raw] = target
+
+    def client_cert(self, der: bytes) -> ClientCert:
+        """A verified peer certificate's facts (cached by its bytes: clients reconnect with
+        the same one), and whether the CRL, as it is now, revokes it."""
+        cert = self._client_certs.get(der)
+        if cert is None:
+            from apiward.identity.pki import cert_facts, header_value
+
+            facts = cert_facts(der)
+            cert = ClientCert(header_value(facts.subject),
+                              tuple(header_value(san) for san in facts.sans),
+                              facts.serial, facts.fingerprint)
+            if len(self._client_certs) >= CLIENT_CERT_CACHE:
+                self._client_certs.clear()
+            self._client_certs[der] = cert
+        if self.crl is not None and self.crl.current().is_revoked(int(cert.serial, 16)):
+            return dataclasses.replace(cert, revoked=True)
+        return cert
 
     def is_trusted_proxy(self, ip: str) -> bool:
         if not self.trusted_proxies:

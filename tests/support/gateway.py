@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-READY = re.compile(r"apiward listening on http://([^\s]+):(\d+)")
+READY = re.compile(r"apiward listening on (https?)://([^\s]+):(\d+)")
 
 
 class GatewayProcess:
@@ -26,6 +26,7 @@ class GatewayProcess:
         self.path.write_text(yaml.safe_dump(config))
         self.timeout = timeout
         self.port = 0
+        self.scheme = "http"
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = directory / "gateway.stderr"
         self.stdout_lines: list[str] = []
@@ -54,13 +55,14 @@ class GatewayProcess:
             buffer += chunk
             match = READY.search(buffer.decode(errors="replace"))
             if match:
-                return int(match.group(2))
+                self.scheme = match.group(1)
+                return int(match.group(3))
         self.stop()
         raise RuntimeError(f"gateway did not start: {self.stderr}")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def stderr(self) -> str:

@@ -118,6 +118,11 @@ def load_config(path: str | os.PathLike) -> Config:
     for api in config.apis:
         api.spec = api.spec and _resolve(base, api.spec)
     config.events.file = config.events.file and _resolve(base, config.events.file)
+    if config.tls is not None:
+        for key in ("cert", "key", "client_ca", "crl"):
+            value = getattr(config.tls, key)
+            if value is not None:
+                setattr(config.tls, key, _resolve(base, value))
     return config
 
 

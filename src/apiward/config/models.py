@@ -135,8 +135,33 @@ class Events(Strict):
     stdout: bool = True
 
 
+class Tls(Strict):
+    """TLS on the listener. ``cert`` may hold the chain after the certificate. With
+    ``client_ca``, clients may present certificates: ``required`` refuses a handshake
+    without one, ``optional`` leaves it to the checks (e.g. the spec's mutualTLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+    client_certs: Literal["none", "optional", "required"] | None = None
+    crl: Path | None = None  # revoked client certificates; re-read when it changes
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _client_settings(self) -> Tls:
+        if self.client_certs is None:
+            self.client_certs = "optional" if self.client_ca is not None else "none"
+        if self.client_certs != "none" and self.client_ca is None:
+            raise ValueError(f"client_certs: {self.client_certs} needs client_ca, the CA "
+                             "bundle client certificates are verified against")
+        if self.crl is not None and self.client_ca is None:
+            raise ValueError("crl lists revoked client certificates: set client_ca too")
+        return self
+
+
 class Config(Strict):
     listen: str = "127.0.0.1:8080"
+    tls: Tls | None = None
     workers: int = Field(1, ge=1, le=256)
     shutdown_timeout: Duration = 30.0
     trusted_proxies: list[Network] = Field(

@@ -13,7 +13,7 @@ import collections
 import logging
 from http import HTTPStatus
 from time import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import (
     HttpParserCallbackError,
@@ -31,6 +31,7 @@ from apiward.pipeline.runner import run_body_checks, run_checks, run_response_ch
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable, tune_socket
+from apiward.server.tls import TlsFacts, handshake_facts
 from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
 from apiward.wire.head import NotedFields, field_bytes, request_line, strip_port
@@ -126,6 +127,7 @@ class Downstream(asyncio.Protocol):
         "active",
         "blockers",
         "body_out",
+        "cert_lines",
         "current",
         "dead",
         "deadline",
@@ -146,6 +148,8 @@ class Downstream(asyncio.Protocol):
         "parser",
         "peer_ip",
         "queue",
+        "scheme",
+        "tls",
         "transport",
         "url",
         "write_paused",
@@ -168,6 +172,9 @@ class Downstream(asyncio.Protocol):
         self.host_name = ""
         self.host_line = b""
         self.forwarded_lines = b""
+        self.tls: TlsFacts | None = None  # the connection's handshake, when on TLS
+        self.scheme = b"http"
+        self.cert_lines = b""  # X-Client-Cert-* for the upstream: the verified certificate
         # Bytes received while a head was being read (whole chunks: an upper bound of the
         # head's size); back to 0 when a head completes.
         self.head_bytes = 0
@@ -186,11 +193,14 @@ class Downstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
-        self.forwarded_lines = (b"X-Forwarded-For: " + self.peer_ip.encode("ascii")
-                                + b"\r\nX-Forwarded-Proto: http")
         tune_socket(transport.get_extra_info("socket"))
         gateway = self.gateway
         runtime = gateway.runtime
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and not self._handshake(ssl_object, runtime):
+            return
+        self.forwarded_lines = (b"X-Forwarded-For: " + self.peer_ip.encode("ascii")
+                                + b"\r\nX-Forwarded-Proto: " + self.scheme)
         if not gateway.admit(self):
             self.dead = True
             refusal = deny(503, "too_many_connections", "the gateway has too many connections")
@@ -200,6 +210,25 @@ class Downstream(asyncio.Protocol):
             transport.close()
             return
         self.deadline_kind = HEADER
+
+    def _handshake(self, ssl_object: Any, runtime: Runtime) -> bool:
+        """Read the finished handshake; False (connection dropped) for a revoked
+        certificate where certificates are required: no certificate, no connection."""
+        self.scheme = b"https"
+        tls = self.tls = handshake_facts(ssl_object, runtime.client_cert)
+        cert = tls.client
+        if cert is not None and cert.revoked:
+            if runtime.config.tls.client_certs == "required":
+                self.dead = True
+                self.transport.abort()  # type: ignore[union-attr]
+                return False
+        elif cert is not None:
+            self.cert_lines = (
+                b"\r\nX-Client-Cert-Subject: " + cert.subject.encode("latin-1")
+                + b"\r\nX-Client-Cert-SAN: " + ", ".join(cert.sans).encode("latin-1")
+                + b"\r\nX-Client-Cert-Serial: " + cert.serial.encode("ascii")
+                + b"\r\nX-Client-Cert-Fingerprint: " + cert.fingerprint.encode("ascii"))
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.dead = True
@@ -441,7 +470,7 @@ class Downstream(asyncio.Protocol):
             named = facts.connection_tokens
             fields = [field for field in fields if field[0] not in named]
         request = Request(method, target.path, target.query, Headers(fields), ip,
-                          request_id, host_name, version, None, None, call.body_length != 0)
+                          request_id, host_name, version, self.tls, None, call.body_length != 0)
         call.request = request
         api = runtime.only_api or runtime.route(host_name, target.path)
         if api is None:
@@ -509,9 +538,11 @@ class Downstream(asyncio.Protocol):
         if facts is not None and request.client_ip != self.peer_ip:  # a trusted proxy's chain
             chain = facts.chain()
             lines.append(b"X-Forwarded-For: " + ", ".join([*chain, self.peer_ip]).encode())
-            lines.append(b"X-Forwarded-Proto: " + (facts.forwarded_proto or b"http"))
+            lines.append(b"X-Forwarded-Proto: " + (facts.forwarded_proto or self.scheme))
         else:
             lines.append(self.forwarded_lines)
+        if self.cert_lines:
+            lines[-1] += self.cert_lines
         call.id_line = runtime.request_id_header + b": " + request.request_id.encode("ascii")
         lines.append(call.id_line)
         if call.buffered:  # framed once the body is read: Content-Length, never chunked

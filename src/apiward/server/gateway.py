@@ -14,12 +14,15 @@ import logging
 import os
 import re
 import socket
+import ssl
 from collections.abc import Coroutine
 from time import monotonic
 from typing import Any
 
+from apiward.errors import ConfigError
 from apiward.runtime import Runtime
 from apiward.server.downstream import Downstream
+from apiward.server.tls import load_certificate
 
 log = logging.getLogger("apiward.server")
 
@@ -52,6 +55,7 @@ class Gateway:
         self.per_ip: dict[str, int] = {}
         self.draining = False
         self._server: asyncio.Server | None = None
+        self._tls: ssl.SSLContext | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -103,12 +107,28 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------------
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Downstream(self), sock=sock, backlog=4096)
+        runtime = self.runtime
+        self._tls = runtime.tls_context  # fixed for the listener; a reload rotates its cert
+        self._server = await loop.create_server(
+            lambda: Downstream(self), sock=sock, backlog=4096, ssl=self._tls,
+            ssl_handshake_timeout=runtime.header_timeout if self._tls is not None else None)
         self._schedule_sweep()
 
     def swap(self, runtime: Runtime) -> None:
         """Atomically replace the compiled config; calls in flight finish on the old one."""
         old, self.runtime = self.runtime, runtime
+        tls, before = runtime.config.tls, old.config.tls
+        if self._tls is not None and tls is not None:
+            try:
+                load_certificate(self._tls, tls)  # new connections get the new certificate
+            except ConfigError as error:  # it changed again since the runtime was built
+                log.error("reload: the certificate stays: %s", "; ".join(error.problems))
+        if (tls is None) != (before is None) or (
+                tls is not None and before is not None
+                and (tls.client_ca, tls.client_certs, tls.min_version)
+                != (before.client_ca, before.client_certs, before.min_version)):
+            log.warning("reload: turning TLS on or off, client_ca, client_certs and "
+                        "min_version take effect only on restart")
         old.close()
 
     async def shutdown(self, timeout: float) -> None:

@@ -78,9 +78,10 @@ async def serve(config: Config, source: Path | None, sock: socket.socket,
     await gateway.shutdown(gateway.runtime.config.shutdown_timeout)
 
 
-def announce(host: str, port: int, workers: int) -> None:
+def announce(host: str, port: int, workers: int, tls: bool = False) -> None:
     shown = f"[{host}]" if ":" in host else host
-    print(f"apiward listening on http://{shown}:{port} (workers: {workers})", flush=True)
+    scheme = "https" if tls else "http"
+    print(f"apiward listening on {scheme}://{shown}:{port} (workers: {workers})", flush=True)
 
 
 def run_single(config: Config, source: Path | None) -> int:
@@ -88,7 +89,8 @@ def run_single(config: Config, source: Path | None) -> int:
     sock = listen_socket(host, port)
     bound = sock.getsockname()[1]
     install_event_loop()
-    asyncio.run(serve(config, source, sock, lambda: announce(host, bound, 1)))
+    tls = config.tls is not None
+    asyncio.run(serve(config, source, sock, lambda: announce(host, bound, 1, tls)))
     return 0
 
 
@@ -132,7 +134,7 @@ class Supervisor:
         for _ in range(self.config.workers):
             self._spawn(write_end)
         self._wait_ready(read_end, self.config.workers)
-        announce(self.host, self.port, self.config.workers)
+        announce(self.host, self.port, self.config.workers, self.config.tls is not None)
         try:
             return self._loop(write_end)
         finally:

@@ -59,7 +59,8 @@ field a ``Connection`` header names, and any ``Proxy-*`` field."""
 SET_BY_GATEWAY = frozenset(
     {
         b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-        b"x-forwarded-host", b"forwarded",
+        b"x-forwarded-host", b"forwarded", b"x-client-cert-subject", b"x-client-cert-san",
+        b"x-client-cert-serial", b"x-client-cert-fingerprint",
     }
 )
 """Request fields the gateway writes itself (or consumes) instead of passing on."""
