@@ -21,8 +21,23 @@ Decisions:
 - Header parameters named Accept, Content-Type or Authorization are ignored (the spec
   says so; the media type and security checks own them).
 
-Cost (CPython 3.11, dev machine, timeit): an operation with an integer path parameter
-and an integer query parameter extracts in ~1.7 µs; one with no parameters in ~0.15 µs.
+How it stays fast (everything decided at compile time, nothing per request):
+
+- A query with no ``%`` and no ``+`` has nothing to decode: it is split, and read by each
+  rule's ``plain`` reader, which decodes nothing. Any escape anywhere sends the whole query
+  down the decoding path (``read``). Both give the same values and violations.
+- The query is read into {name: str}, a name given several times into {name: [str, …]}:
+  no list for a name given once. The readers take either.
+- Readers are closures per (location, style, explode, shape, type); the common ones (no
+  prefix, integer, exploded form array, a string as it came) are special-cased, and a
+  query string parameter needs no call at all. "required" and "empty" violations are
+  built once per rule.
+
+Cost (CPython 3.11, this 2-core machine, timeit min): ``GET /shops/{shopId}/products`` of
+bench/validation_spec.yaml (an integer path parameter; query ``limit=20&sort=price&tag=red
+&tag=blue``: integer, string, exploded array) extracts in ~1.45 µs (was 2.8-3.1 µs before
+the fast paths); the same with one ``%`` escape in ~2.9 µs (was 3.8); an integer path and
+an integer query parameter in ~0.85 µs (was 1.7); no parameters in ~0.12 µs.
 """
 
 from __future__ import annotations
@@ -91,6 +106,8 @@ class ParameterRule:
     spread: str = ""  # query objects read from several names: "form" or "deep"
     properties: frozenset[str] = frozenset()  # form-exploded object: names it owns
     open_ended: bool = False  # form-exploded object taking names no rule declares
+    plain: Reader | None = field(default=None, repr=False)  # read, for a query's raw input
+    # when the query has no "%" and no "+" (nothing to decode); None: read
 
 
 def compile_parameter(param: dict, base: str, spec: Any) -> ParameterRule:
@@ -129,7 +146,9 @@ def compile_parameter(param: dict, base: str, spec: Any) -> ParameterRule:
         where=f"{location}.{name}",
     )
     if media_type is not None:
-        rule.read = _content_reader(rule)
+        rule.read = _content_reader(rule, _DECODE[location])
+        if location == "query":
+            rule.plain = _content_reader(rule, _plain)
         return rule
     types = _types(spec, schema, schema_base)
     rule.shape = "array" if types - {"null"} == {"array"} else \
@@ -138,7 +157,9 @@ def compile_parameter(param: dict, base: str, spec: Any) -> ParameterRule:
         rule.spread = "deep"
     elif rule.shape == "object" and location in ("query", "cookie") and rule.explode:
         rule.spread = "form"  # R=100&G=200 (delimited styles: n/a, read as form)
-    rule.read = _reader(rule, spec, schema, schema_base)
+    rule.read = _reader(rule, spec, schema, schema_base, _DECODE[location])
+    if location == "query":
+        rule.plain = _reader(rule, spec, schema, schema_base, _plain)
     if rule.spread == "form":
         node = _resolve(spec, schema, schema_base)[0]
         node = node if isinstance(node, dict) else {}
@@ -165,42 +186,89 @@ class ParameterSet:
             unique[key] = rule
         self.rules = list(unique.values())
         self.undeclared_query = undeclared_query
-        self._path = [r for r in self.rules if r.location == "path"]
-        self._query = [r for r in self.rules if r.location == "query"]
-        self._header = [r for r in self.rules if r.location == "header"]
+        self._path = [_step(r, r.read) for r in self.rules if r.location == "path"]
+        query = [r for r in self.rules if r.location == "query"]
+        self._query = [_step(r, r.read) for r in query]
+        self._query_plain = [_step(r, r.plain or r.read) for r in query]
+        self._header = [_step(r, r.read) for r in self.rules if r.location == "header"]
         self._cookie = [r for r in self.rules if r.location == "cookie"]
-        self._declared = frozenset(r.name for r in self._query if not r.spread).union(
-            *(r.properties for r in self._query if r.spread == "form"))
-        self._deep = tuple(r.name + "[" for r in self._query if r.spread == "deep")
-        self._open = any(r.open_ended for r in self._query)
-        self._read_query = bool(self._query) or undeclared_query
+        self._declared = frozenset(r.name for r in query if not r.spread).union(
+            *(r.properties for r in query if r.spread == "form"))
+        self._deep = tuple(r.name + "[" for r in query if r.spread == "deep")
+        self._open = any(r.open_ended for r in query)
+        self._read_query = bool(query) or undeclared_query
+        self._check_undeclared = undeclared_query and not self._open
+        self._spreads = any(r.spread for r in query)
 
     def extract(self, path_params: dict[str, str], query: str,
                 headers: Any) -> tuple[list[tuple[ParameterRule, Any]], list[Violation]]:
         """Every present parameter's value, and what is wrong (missing, unreadable)."""
         values: list[tuple[ParameterRule, Any]] = []
         problems: list[Violation] = []
-        for rule in self._path:
-            raw = path_params.get(rule.name)
-            _take(rule, raw, values, problems)
+        for rule, name, read, missing, _ in self._path:
+            raw = path_params.get(name)
+            if raw is None:
+                problems.append(missing)
+                continue
+            try:
+                values.append((rule, read(raw)))
+            except _Bad as bad:
+                problems.append(Violation(rule.where, bad.rule, bad.message))
         if self._read_query:
-            pairs, bad = _parse_query(query) if query else ({}, [])
-            problems += bad
-            for rule in self._query:
-                if rule.spread:
-                    raw = _spread(rule, pairs, self._declared)
-                else:
-                    raw = pairs.get(rule.name)
-                    if raw is not None and not rule.allow_empty and "" in raw:
-                        problems.append(Violation(rule.where, "empty",
-                                                  "must not be empty (allowEmptyValue is off)"))
+            pairs: dict[str, Any] = {}
+            steps = self._query_plain
+            if not query:
+                pass
+            elif "%" in query or "+" in query:
+                pairs = _parse_query(query, problems)
+                steps = self._query
+            else:  # nothing to decode, in names or values: _parse_query without decoding,
+                # inlined (a call is 0.06 µs)
+                for item in query.split("&"):
+                    name, _, value = item.partition("=")
+                    if name in pairs and item:  # (an empty item is no parameter)
+                        found = pairs[name]
+                        if type(found) is str:
+                            pairs[name] = [found, value]
+                        else:
+                            found.append(value)
+                    elif item:
+                        pairs[name] = value
+            if self._spreads:
+                self._spread_query(steps, pairs, values, problems)
+            else:
+                for rule, name, read, missing, empty in steps:
+                    raw = pairs.get(name)
+                    if type(raw) is str:  # given once: the common case first
+                        if not raw and empty is not None:
+                            problems.append(empty)
+                            continue
+                        if read is None:  # a string as it came: no call at all
+                            values.append((rule, raw))
+                            continue
+                    elif raw is None:
+                        if missing is not None:
+                            problems.append(missing)
                         continue
-                _take(rule, raw, values, problems)
-            if self.undeclared_query and not self._open:
+                    elif empty is not None and "" in raw:
+                        problems.append(empty)
+                        continue
+                    try:
+                        values.append((rule, (read or rule.plain)(raw)))
+                    except _Bad as bad:
+                        problems.append(Violation(rule.where, bad.rule, bad.message))
+            if self._check_undeclared:
                 problems += self._undeclared(pairs)
-        for rule in self._header:
-            found = headers.getall(rule.name)
-            _take(rule, found or None, values, problems)
+        for rule, name, read, missing, _ in self._header:
+            found = headers.getall(name)
+            if not found:
+                if missing is not None:
+                    problems.append(missing)
+                continue
+            try:
+                values.append((rule, read(found)))
+            except _Bad as bad:
+                problems.append(Violation(rule.where, bad.rule, bad.message))
         if self._cookie:
             jar = _cookies(headers)
             for rule in self._cookie:
@@ -208,7 +276,28 @@ class ParameterSet:
                 _take(rule, raw, values, problems)
         return values, problems
 
-    def _undeclared(self, pairs: dict[str, list[str]]) -> list[Violation]:
+    def _spread_query(self, steps: list[_Step], pairs: dict[str, Any], values: list,
+                      problems: list) -> None:
+        """The query loop of ``extract`` when some object is spread over several names."""
+        for rule, name, read, missing, empty in steps:
+            if rule.spread:
+                raw = _spread(rule, pairs, self._declared)
+            else:
+                raw = pairs.get(name)
+                if raw is not None and empty is not None and (
+                        not raw or (type(raw) is list and "" in raw)):
+                    problems.append(empty)
+                    continue
+            if raw is None:
+                if missing is not None:
+                    problems.append(missing)
+                continue
+            try:
+                values.append((rule, (read or rule.plain)(raw)))
+            except _Bad as bad:
+                problems.append(Violation(rule.where, bad.rule, bad.message))
+
+    def _undeclared(self, pairs: dict[str, Any]) -> list[Violation]:
         out = []
         for name in pairs:
             if name in self._declared or (name.endswith("]") and name.startswith(self._deep)):
@@ -218,11 +307,27 @@ class ParameterSet:
         return out
 
 
+_Step = tuple[ParameterRule, str, "Reader | None", "Violation | None", "Violation | None"]
+
+
+def _step(rule: ParameterRule, read: Reader) -> _Step:
+    """What ``extract`` needs of a rule, its two possible violations built once; ``read``
+    None when a string is its own value (a query string parameter, nothing to decode)."""
+    as_is = getattr(read, "str_as_is", False) and read is rule.plain
+    return (rule, rule.name, None if as_is else read, _missing(rule) if rule.required else None,
+            None if rule.allow_empty else
+            Violation(rule.where, "empty", "must not be empty (allowEmptyValue is off)"))
+
+
+def _missing(rule: ParameterRule) -> Violation:
+    return Violation(rule.where, "required", f"the required {rule.location} "
+                     f"parameter {_shown(rule.name)!r} is missing")
+
+
 def _take(rule: ParameterRule, raw: Any, values: list, problems: list) -> None:
     if raw is None:
         if rule.required:
-            problems.append(Violation(rule.where, "required", f"the required {rule.location} "
-                                      f"parameter {_shown(rule.name)!r} is missing"))
+            problems.append(_missing(rule))
         return
     try:
         values.append((rule, rule.read(raw)))
@@ -233,10 +338,12 @@ def _take(rule: ParameterRule, raw: Any, values: list, problems: list) -> None:
 # --- raw input per location --------------------------------------------------------------
 
 
-def _parse_query(query: str) -> tuple[dict[str, list[str]], list[Violation]]:
-    """Names decoded, values still encoded (their delimiters are found before decoding)."""
-    pairs: dict[str, list[str]] = {}
-    bad: list[Violation] = []
+def _parse_query(query: str, bad: list[Violation]) -> dict[str, Any]:
+    """{name: value} (a list of values for a name given several times): names decoded,
+    values still encoded (their delimiters are found before decoding); a name that cannot
+    be decoded is reported in ``bad``. ``extract`` has this loop inlined without the
+    decoding, for queries with nothing to decode."""
+    pairs: dict[str, Any] = {}
     for item in query.split("&"):
         if not item:
             continue
@@ -249,10 +356,12 @@ def _parse_query(query: str) -> tuple[dict[str, list[str]], list[Violation]]:
                 continue
         found = pairs.get(name)
         if found is None:
-            pairs[name] = [value]
+            pairs[name] = value
+        elif type(found) is str:
+            pairs[name] = [found, value]
         else:
             found.append(value)
-    return pairs, bad
+    return pairs
 
 
 def _cookies(headers: Any) -> dict[str, list[str]]:
@@ -321,12 +430,15 @@ class _NoFit(Exception):
 
 
 def _to_int(text: str) -> int:
-    if len(text) <= _MAX_DIGITS and _INT.fullmatch(text):
-        return int(text)
-    raise _NoFit
+    value = _int_or_text(text)
+    if type(value) is str:
+        raise _NoFit
+    return value
 
 
 def _to_number(text: str) -> int | float:
+    if len(text) <= _MAX_DIGITS and text.isdigit() and text.isascii():
+        return int(text)
     if len(text) <= _MAX_DIGITS and _NUMBER.fullmatch(text):
         if "." not in text and "e" not in text and "E" not in text:
             return int(text)
@@ -347,6 +459,30 @@ def _to_bool(text: str) -> bool:
 _CONVERTERS = (("integer", _to_int), ("number", _to_number), ("boolean", _to_bool))
 
 
+def _int_or_text(text: str) -> Any:
+    # isdigit() alone takes other scripts' digits (and "²"); with isascii() it is [0-9]+
+    if len(text) <= _MAX_DIGITS and ((text.isdigit() and text.isascii()) or
+                                     _INT.fullmatch(text)):
+        return int(text)
+    return text
+
+
+def _number_or_text(text: str) -> Any:
+    try:
+        return _to_number(text)
+    except _NoFit:
+        return text
+
+
+def _bool_or_text(text: str) -> Any:
+    return True if text == "true" else False if text == "false" else text
+
+
+_ONE: dict[Callable[[str], Any], Callable[[str], Any]] = {
+    _to_int: _int_or_text, _to_number: _number_or_text, _to_bool: _bool_or_text}
+"""A schema of one convertible type: its converter without the _NoFit round trip."""
+
+
 def _coercer(types: set[str]) -> Callable[[str], Any] | None:
     """str → the first of the schema's types it converts to (else unchanged); None when
     the schema wants only strings (or says nothing)."""
@@ -355,6 +491,8 @@ def _coercer(types: set[str]) -> Callable[[str], Any] | None:
         return None
     if len(chain) == 1:
         convert = chain[0]
+        if convert in _ONE:
+            return _ONE[convert]
 
         def one(text: str) -> Any:
             try:
@@ -411,8 +549,8 @@ def _sub(spec: Any, schema: Any, base: str, key: str) -> tuple[Any, str]:
 # --- readers: one per (location, style, explode, shape) ----------------------------------
 
 
-def _reader(rule: ParameterRule, spec: Any, schema: Any, base: str) -> Reader:
-    decode = _DECODE[rule.location]
+def _reader(rule: ParameterRule, spec: Any, schema: Any, base: str,
+            decode: Callable[[str], str]) -> Reader:
     if rule.shape == "primitive":
         coerce = _coercer(_types(spec, schema, base))
         return _primitive(rule, decode, coerce)
@@ -436,6 +574,42 @@ def _primitive(rule: ParameterRule, decode: Callable[[str], str],
                coerce: Callable[[str], Any] | None) -> Reader:
     prefix = {"label": ".", "matrix": ";"}.get(rule.style, "")
     name = rule.name
+    if not prefix:  # the common case, with every call it can skip skipped
+        if coerce is _int_or_text:  # and the commonest type, its converter inlined
+            if decode is _plain:
+                def plain_int(raw: Any) -> Any:
+                    text = raw if type(raw) is str else _one(rule, raw)
+                    if text.isdigit() and text.isascii() and len(text) <= _MAX_DIGITS:
+                        return int(text)
+                    return _int_or_text(text)
+
+                return plain_int
+
+            def simple_int(raw: Any) -> Any:
+                text = raw if type(raw) is str else _one(rule, raw)
+                if "%" in text or "+" in text:
+                    text = decode(text)
+                if text.isdigit() and text.isascii() and len(text) <= _MAX_DIGITS:
+                    return int(text)
+                return _int_or_text(text)
+
+            return simple_int
+        if decode is _plain:
+            if coerce is None:
+                def as_is(raw: Any) -> Any:
+                    return raw if type(raw) is str else _one(rule, raw)
+
+                as_is.str_as_is = True  # type: ignore[attr-defined]  # see _step
+                return as_is
+            return lambda raw: coerce(raw if type(raw) is str else _one(rule, raw))
+
+        def simple(raw: Any) -> Any:
+            text = raw if type(raw) is str else _one(rule, raw)
+            if "%" in text or "+" in text:
+                text = decode(text)
+            return coerce(text) if coerce is not None else text
+
+        return simple
 
     def read(raw: Any) -> Any:
         text = _one(rule, raw)
@@ -450,6 +624,10 @@ def _primitive(rule: ParameterRule, decode: Callable[[str], str],
 def _array(rule: ParameterRule, decode: Callable[[str], str],
            coerce: Callable[[str], Any] | None) -> Reader:
     style, explode, location, name = rule.style, rule.explode, rule.location, rule.name
+    if location == "query" and explode and decode is _plain:
+        if coerce is None:  # form, exploded, nothing to decode: the values as they are
+            return lambda raw: [raw] if type(raw) is str else raw
+        return lambda raw: [coerce(raw)] if type(raw) is str else [coerce(v) for v in raw]
 
     def items(raw: Any) -> list[str]:
         if location in ("query", "cookie"):
@@ -457,7 +635,7 @@ def _array(rule: ParameterRule, decode: Callable[[str], str],
                 delimiter = " " if style == "spaceDelimited" else "|"
                 return decode(_one(rule, raw)).split(delimiter)
             if explode:
-                return [decode(v) for v in raw]
+                return [decode(v) for v in ((raw,) if type(raw) is str else raw)]
             return [decode(v) for v in _one(rule, raw).split(",")]
         if location == "header":
             return [v.strip(" \t") for v in ",".join(raw).split(",")]
@@ -566,8 +744,7 @@ def _matrix_value(text: str, name: str) -> str:
     return value if sep else ""
 
 
-def _content_reader(rule: ParameterRule) -> Reader:
-    decode = _DECODE[rule.location]
+def _content_reader(rule: ParameterRule, decode: Callable[[str], str]) -> Reader:
     media = (rule.media_type or "").split(";", 1)[0].strip().lower()
     is_json = media == "application/json" or media.endswith("+json")
 

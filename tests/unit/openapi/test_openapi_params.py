@@ -376,3 +376,102 @@ def test_extract_is_fast_for_a_typical_operation() -> None:
     assert call()[0][1][1] == 10
     per_call = min(timeit.repeat(call, number=2000, repeat=5)) / 2000
     assert per_call < 50e-6  # ~2 µs here; generous for slow CI machines
+
+
+# --- the two query paths: nothing to decode (split only), and "%" or "+" somewhere --------
+#
+# A query with no "%" and no "+" is split and read without decoding anything; any escape
+# anywhere in it sends the whole query down the decoding path. Both must read alike.
+
+ESCAPED = "&zz=%7E"  # an undeclared name with an escape: forces the decoding path
+
+
+@pytest.mark.parametrize(("style", "explode", "query", "schema", "value"), [
+    ("form", True, "color=blue", STRING, "blue"),
+    ("form", True, "color=blue&color=black", ARRAY, ["blue", "black"]),
+    ("form", True, "color=blue", ARRAY, ["blue"]),
+    ("form", True, "color=3&color=4", {"type": "array", "items": {"type": "integer"}},
+     [3, 4]),
+    ("form", True, "color=3", {"type": "array", "items": {"type": "integer"}}, [3]),
+    ("form", False, "color=blue,black", ARRAY, ["blue", "black"]),
+    ("form", False, "color=R,100,G,200", OBJECT, {"R": 100, "G": 200}),
+    ("form", True, "R=100&G=200", OBJECT, {"R": 100, "G": 200}),
+    ("pipeDelimited", False, "color=blue|black", ARRAY, ["blue", "black"]),
+    ("spaceDelimited", False, "color=blue", ARRAY, ["blue"]),
+    ("deepObject", True, "color[R]=1&color[B]=2", OBJECT, {"R": 1, "B": 2}),
+    ("form", True, "color=42", {"type": "integer"}, 42),
+    ("form", True, "color=0042", {"type": "integer"}, 42),
+    ("form", True, "color=-7", {"type": "integer"}, -7),
+    ("form", True, "color=\u00b2", {"type": "integer"}, "\u00b2"),  # isdigit, not [0-9]
+    ("form", True, "color=12", {"type": "number"}, 12),
+    ("form", True, "color=-1.5", {"type": "number"}, -1.5),
+    ("form", True, "color=true", {"type": "boolean"}, True),
+    ("form", True, "color=yes", {"type": "boolean"}, "yes"),
+])
+def test_both_query_paths_read_alike(style: str, explode: bool, query: str, schema: dict,
+                                     value: Any) -> None:
+    r = rule(schema=schema, style=style, explode=explode)
+    plain, escaped = one(r, query=query), one(r, query=query + ESCAPED)
+    assert plain == escaped == value
+    assert type(plain) is type(escaped) is type(value)
+
+
+@pytest.mark.parametrize("suffix", ["", ESCAPED])
+def test_both_query_paths_refuse_alike(suffix: str) -> None:
+    text, ints = rule("q"), rule("n", schema={"type": "integer"})
+    arr = rule("a", schema=ARRAY)
+    cases = [
+        (text, "q=a&q=b", "repeated"),
+        (ints, "n=1&n=2&n=3", "repeated"),
+        (text, "q=", "empty"),
+        (text, "q", "empty"),
+        (arr, "a=x&a=", "empty"),
+        (arr, "a=&a=x", "empty"),
+        (rule("q", required=True), "other=1", "required"),
+        (rule("j", schema=None, content={"application/json": {}}), "j={nope", "json"),
+        (rule("c", schema=OBJECT, explode=False), "c=R,1,G", "style"),
+    ]
+    for r, query, expected in cases:
+        found = violation(r, query=query + suffix)
+        assert (found.location, found.rule) == (r.where, expected), query
+
+
+@pytest.mark.parametrize("suffix", ["", ESCAPED])
+def test_both_query_paths_skip_empty_items_and_keep_an_empty_name(suffix: str) -> None:
+    assert one(rule("q"), query="&&q=1&" + suffix) == "1"
+    assert one(rule("q", schema=ARRAY), query="q=1&&q=2&" + suffix) == ["1", "2"]
+    _, problems = extract(rule("q"), query="=x&&q=1&&" + suffix, undeclared=True)
+    assert [(p.location, p.rule) for p in problems][:1] == [("query.", "undeclared")]
+    assert len([p for p in problems if p.location == "query."]) == 1
+
+
+def test_the_decoding_path_decodes_and_the_plain_path_has_nothing_to_decode() -> None:
+    r = rule("q")
+    assert one(r, query="q=a+b") == "a b"
+    assert one(r, query="q=a%2Bb") == "a+b"
+    assert one(r, query="q=a-b~c") == "a-b~c"
+    assert one(rule("n", schema={"type": "integer"}), query="n=%34%32") == 42
+    assert one(rule("a", schema=ARRAY), query="a=x%20y&a=z") == ["x y", "z"]
+    assert one(rule("a b"), query="a+b=1") == "1"  # names decoded too
+    assert one(rule("a b", schema=ARRAY), query="a+b=1&a%20b=2") == ["1", "2"]
+
+
+def test_path_primitives_with_and_without_escapes() -> None:
+    ints = rule("id", "path", {"type": "integer"}, required=True)
+    assert one(ints, path={"id": "42"}) == 42
+    assert one(ints, path={"id": "%34%32"}) == 42
+    assert one(ints, path={"id": "4+2"}) == "4+2"  # "+" is itself in a path
+    assert one(ints, path={"id": "\u00b2"}) == "\u00b2"
+    assert violation(ints, path={"id": "%zz"}).rule == "encoding"
+    text = rule("s", "path", STRING, required=True)
+    assert one(text, path={"s": "a%20b+c"}) == "a b+c"
+
+
+def test_the_same_set_reads_many_requests_independently() -> None:
+    params = ParameterSet([rule("tag", schema=ARRAY), rule("n", schema={"type": "integer"})])
+    first, _ = params.extract({}, "tag=a&tag=b&n=1", headers())
+    second, problems = params.extract({}, "tag=c&n=x", headers())
+    assert [v for _, v in first] == [["a", "b"], 1]
+    assert [v for _, v in second] == [["c"], "x"] and problems == []
+    again, more = params.extract({}, "tag=a&tag=b&n=1", headers())
+    assert again == first and more is not problems
