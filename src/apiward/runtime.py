@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,6 +51,7 @@ class CompiledApi:
     upstream_host: bytes
     preserve_host: bool
     response_timeout: float
+    periodic: tuple[Callable[[], Awaitable[None]], ...] = ()
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None and host != self.host:
@@ -116,7 +118,8 @@ def compile_api(api: Api) -> CompiledApi:
         schema_config = api.checks.schema
         strict_query = schema_config is not None and schema_config.undeclared_query == "block"
         spec = load_compiled_spec(api.name, api.spec, strict_query)
-    checks = compile_checks(api, Deps(api.name, spec))
+    deps = Deps(api.name, spec)
+    checks = compile_checks(api, deps)
     host = api.match.host.lower() if api.match.host else None
     suffix = None
     if host and host.startswith("*."):
@@ -145,6 +148,7 @@ def compile_api(api: Api) -> CompiledApi:
         upstream_host=upstream_host.encode("idna"),
         preserve_host=upstream.preserve_host,
         response_timeout=upstream.response_timeout,
+        periodic=tuple(deps.periodic),
     )
 
 
@@ -176,6 +180,7 @@ class Runtime:
         )
         self.response_fields = FieldTable(HOP_BY_HOP | {self.request_id_lname})
         self.apis = [compile_api(api) for api in config.apis]
+        self.periodic = [job for api in self.apis for job in api.periodic]
         for api in self.apis:
             api.pool.response_fields = self.response_fields
         single = self.apis[0]

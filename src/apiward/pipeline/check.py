@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +35,9 @@ class Deps:
 
     api_name: str = "default"
     spec: Any = None
+    # Refresh jobs a check needs run now and then (key tables, JWKS), off the request
+    # path: the gateway runs them every few seconds.
+    periodic: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 NO_DEPS = Deps()

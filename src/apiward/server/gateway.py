@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic
 from typing import Any
 
@@ -25,6 +25,16 @@ from apiward.server.downstream import Downstream
 from apiward.server.tls import load_certificate
 
 log = logging.getLogger("apiward.server")
+
+PERIODIC_INTERVAL = 5.0  # seconds between runs of the runtime's refresh jobs
+
+
+async def _guarded(job: Callable[[], Awaitable[None]]) -> None:
+    """A refresh that fails keeps what it had: logged, never raised into the loop."""
+    try:
+        await job()
+    except Exception:
+        log.exception("a periodic refresh failed (the previous state stays)")
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -56,6 +66,7 @@ class Gateway:
         self.draining = False
         self._server: asyncio.Server | None = None
         self._tls: ssl.SSLContext | None = None
+        self._next_periodic = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -184,6 +195,11 @@ class Gateway:
             except Exception:
                 log.exception("timeout handling failed")
                 conn._abort()
-        for api in self.runtime.apis:
+        runtime = self.runtime
+        for api in runtime.apis:
             api.pool.expire(now)
+        if runtime.periodic and now >= self._next_periodic:
+            self._next_periodic = now + PERIODIC_INTERVAL
+            for job in runtime.periodic:  # key tables, JWKS: refreshed off the request path
+                self.spawn(_guarded(job))
         self._schedule_sweep()
