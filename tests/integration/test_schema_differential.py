@@ -95,9 +95,16 @@ DIFFERENCES = {d.name: d for d in (
     ),
     Difference(
         "json-strict-syntax", "valid", "400",
-        "JSON must be RFC 8259 text: a byte order mark, NaN / Infinity and \\u escapes "
-        "of unpaired surrogates are refused (json). Python's json module, which "
-        "openapi-core uses, accepts all three.",
+        "JSON must be RFC 8259 text: UTF-8 without a byte order mark (UTF-16 is refused "
+        "even when the charset says so), no NaN / Infinity, no \\u escapes of unpaired "
+        "surrogates (json). Python's json module, which openapi-core uses, accepts all of "
+        "these.",
+    ),
+    Difference(
+        "invalid-utf8-parameter", "valid", "400",
+        "Percent-decoded parameter values must be UTF-8 (author=%FF is refused, "
+        "'encoding'): an upstream may decode them differently. openapi-core (werkzeug) "
+        "replaces the bad bytes with U+FFFD and validates that.",
     ),
     Difference(
         "repeated-scalar-parameter", "valid", "400",
@@ -187,6 +194,11 @@ EDGES: list[tuple[str, Case]] = [
     ("json-strict-syntax",
      _case("demo", "unpaired surrogate escape", "POST", "/login", JSON,
            b'{"username": "\\ud800", "password": "b"}')),
+    ("json-strict-syntax",
+     _case("demo", "UTF-16 with its charset", "POST", "/login",
+           (("Content-Type", "application/json; charset=utf-16"),),
+           '{"username": "a", "password": "b"}'.encode("utf-16"))),
+    ("invalid-utf8-parameter", _case("demo", "author=%FF", "GET", "/books?author=%FF")),
     ("repeated-scalar-parameter",
      _case("demo", "limit twice", "GET", "/books?limit=1&limit=2")),
     ("strict-integer-text", _case("demo", "id +1", "GET", "/books/+1")),
