@@ -14,7 +14,7 @@ log = logging.getLogger("apiward.pipeline")
 
 CHECK_FAILED = deny(500, "check_failed", "a check failed on this request")
 
-WouldBlock = Callable[[Request, str, Verdict], None]
+WouldBlock = Callable[[Request, Context, str, Verdict], None]
 
 
 def run_checks(checks: tuple[Check, ...], request: Request, context: Context,
@@ -47,7 +47,7 @@ def run_response_checks(checks: tuple[Check, ...], request: Request, context: Co
         if not verdict.allowed:
             if check.response_mode == "block":
                 return check, verdict
-            would_block(request, check.name, verdict)
+            would_block(request, context, check.name, verdict)
     return None
 
 
@@ -62,5 +62,5 @@ def _run(checks: tuple[Check, ...], request: Request, context: Context,
         if not verdict.allowed:
             if check.mode == "block":
                 return check, verdict
-            would_block(request, check.name, verdict)
+            would_block(request, context, check.name, verdict)
     return None

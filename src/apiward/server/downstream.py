@@ -481,7 +481,7 @@ class Downstream(asyncio.Protocol):
             verdict = deny(413, "body_too_large", "the request body is larger than allowed")
             return self._blocked(call, verdict, "limits")
         if api.head_checks:
-            context = Context(api, time())
+            context = call.context = Context(api, time())
             refusal = run_checks(api.head_checks, request, context, self._would_block)
             if refusal is not None:
                 return self._blocked(call, refusal[1], refusal[0].name)
@@ -496,7 +496,6 @@ class Downstream(asyncio.Protocol):
                 call.body_limit = limit
             if api.response_checks and context.endpoint is not None:
                 call.judge_response = True
-            call.context = context
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
@@ -573,7 +572,7 @@ class Downstream(asyncio.Protocol):
     def _blocked(self, call: Call, verdict: Verdict, check: str, body_read: bool = False) -> Call:
         request = call.request
         assert request is not None
-        self._event(request, check, "block", verdict)
+        self._event(request, check, "block", verdict, call.context)
         close = ((not body_read and (call.body_length != 0 or call.expect_continue))
                  or not call.keep_alive)
         call.local = problem_response(
@@ -600,15 +599,21 @@ class Downstream(asyncio.Protocol):
         self.dead = True  # framing can't be trusted any more: nothing after this is read
         return call
 
-    def _would_block(self, request: Request, check: str, verdict: Verdict) -> None:
-        self._event(request, check, "would_block", verdict)
+    def _would_block(self, request: Request, context: Context, check: str,
+                     verdict: Verdict) -> None:
+        self._event(request, check, "would_block", verdict, context)
 
-    def _event(self, request: Request, check: str, action: str, verdict: Verdict) -> None:
-        self.gateway.runtime.events.emit({
+    def _event(self, request: Request, check: str, action: str, verdict: Verdict,
+               context: Context | None = None) -> None:
+        event = {
             "request_id": request.request_id, "client_ip": request.client_ip,
             "method": request.method, "path": request.path, "check": check,
             "action": action, "status": verdict.status, "reason": verdict.reason,
-        })
+        }
+        identity = context.identity if context is not None else None
+        if identity is not None:
+            event["identity"] = str(identity)
+        self.gateway.runtime.events.emit(event)
 
     def _reject(self, error: WireError) -> None:
         """A request broke the wire rules mid-parse: answer it in turn, then close."""
@@ -890,7 +895,7 @@ class Downstream(asyncio.Protocol):
         request = call.request
         assert request is not None
         verdict = deny(status, reason, detail)
-        self._event(request, check, action, verdict)
+        self._event(request, check, action, verdict, call.context)
         if call.conn is not None:
             call.conn.abort()
             call.conn = None

@@ -26,7 +26,7 @@ def boom(request: Request, context: Context) -> Verdict:
 def run(*checks: Check) -> tuple[object, list[str]]:
     seen: list[str] = []
     result = run_checks(checks, REQUEST, Context(None, 0.0),
-                        lambda request, name, verdict: seen.append(name))
+                        lambda request, context, name, verdict: seen.append(name))
     return result, seen
 
 
