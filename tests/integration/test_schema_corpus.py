@@ -75,10 +75,6 @@ def test_case(farm: Farm, spec: Spec, case: Case) -> None:
                    for place in case.where), f"{case.why}: errors at {locations}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: with two Content-Type fields the schema check judges the body by the "
-    "first and forwards both; an upstream reading the last one parses a body nobody "
-    "validated (both are forwarded: 200 from the upstream instead of 400)"))
 def test_two_content_types_are_refused(farm: Farm) -> None:
     """Found while building the corpus: Content-Type is a singleton field (RFC 9110 §8.3);
     two of them make the body's reading ambiguous, which the gateway refuses elsewhere."""
@@ -94,6 +90,7 @@ def test_two_content_types_are_refused(farm: Farm) -> None:
     response = send(served.client, case)
     assert served.upstream.requests == before
     assert response.status_code == 400
+    assert response.json()["type"] == "urn:apiward:problem:ambiguous_content_type"
 
 
 def _within(location: str, place: str) -> bool:

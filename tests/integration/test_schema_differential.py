@@ -206,11 +206,6 @@ EDGES: list[tuple[str, Case]] = [
     ("strict-integer-text", _case("demo", "limit 1_0", "GET", "/books?limit=1_0")),
 ]
 
-SETTINGS_BOOLEAN_BUG = (
-    "form fields of a oneOf body are not converted to the chosen alternative's types: "
-    "coerce_fields reads only the top-level 'properties', so lookup_secret_disable=true "
-    "stays the string 'true' and is refused with 'expected boolean, got string'")
-
 # Hand-written requests on which the gateway must agree with openapi-core (regressions for
 # bugs this test found); the second item names a bug still open (xfail, strict: when the
 # fix lands the test fails until the reason is removed).
@@ -226,8 +221,7 @@ AGREEMENTS: list[tuple[Case, str | None]] = [
            b'{"method": "nonsense", "identifier": "a"}'), None),
     (_case("ory-kratos-3.0", "Kratos settings, boolean form field", "POST",
            "/self-service/settings?flow=f", FORM,
-           b"method=lookup_secret&lookup_secret_disable=true&csrf_token=a"),
-     SETTINGS_BOOLEAN_BUG),
+           b"method=lookup_secret&lookup_secret_disable=true&csrf_token=a"), None),
 ]
 
 # Known gateway bugs (to be fixed in src/, not here): case ids ``<spec name>: <case id>``

@@ -38,6 +38,7 @@ class MediaRule:
     encoding: dict[str, Any] | None = None  # form fields' style/explode
     base: str | None = None  # the URI of the document holding ``schema``
     resolve: Callable[[Any], Any] | None = None  # $ref → node, in the schema's document
+    form: dict[str, Any] | None = None  # form bodies: every field's schema, flattened
 
 
 @dataclass(slots=True)
@@ -184,16 +185,36 @@ class CompiledSpec:
                 elif name == "multipart/form-data":
                     kind = "multipart"
             schema = media.get("schema")
-            validator = resolve = None
+            validator = resolve = form = None
             if schema is not None and kind != "opaque":
                 validator = self.schemas.validator(schema, media_base, "request")
                 schema, media_base = self.spec.resolve(schema, media_base)
                 resolve = functools.partial(_resolved, self.spec, media_base)
+                if kind in ("form", "multipart"):  # fields typed by every alternative's
+                    form = {"type": "object",  # properties (oneOf, allOf, $ref)
+                            "properties": self._form_fields(schema, media_base, set())}
             contents[key] = MediaRule(key, kind, schema, validator, media.get("encoding"),
-                                      media_base, resolve)
+                                      media_base, resolve, form)
         return BodyRule(bool(raw.get("required", False)), MediaMatcher(list(contents)),
                         contents, ", ".join(contents) or "none")
 
+
+    def _form_fields(self, node: Any, base: str, seen: set[int]) -> dict[str, Any]:
+        """The properties a form body's fields may be, through ``$ref`` and every
+        ``allOf``/``oneOf``/``anyOf`` branch (the first declaration of a name wins): form
+        fields arrive as text, and this says which to turn into numbers or booleans."""
+        node, base = self.spec.resolve(node, base)
+        if not isinstance(node, dict) or id(node) in seen:
+            return {}
+        seen.add(id(node))
+        fields: dict[str, Any] = {}
+        for name, sub in (node.get("properties") or {}).items():
+            fields.setdefault(name, self.spec.resolve(sub, base)[0])
+        for group in ("allOf", "oneOf", "anyOf"):
+            for sub in node.get(group) or ():
+                for name, value in self._form_fields(sub, base, seen).items():
+                    fields.setdefault(name, value)
+        return fields
 
     def _limits(self, body: BodyRule) -> tuple[int, int]:
         """The tightest body size and JSON depth every declared media type allows: where

@@ -36,6 +36,8 @@ class Config(CheckConfig):
 
 NO_BODY_HERE = deny(400, "unexpected_body", "this operation takes no request body",
                     violations=(Violation("body", "absent", "this operation takes no body"),))
+AMBIGUOUS_TYPE = deny(400, "ambiguous_content_type",
+                      "the request has more than one Content-Type field")
 BODY_REQUIRED = deny(400, "missing_body", "this operation needs a request body",
                      violations=(Violation("body", "required", "a request body is required"),))
 
@@ -70,7 +72,10 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
             return NO_BODY_HERE if request.has_body else ALLOW
         if not request.has_body:
             return BODY_REQUIRED if body.required else ALLOW
-        key = body.media.match(request.headers.get("content-type"))
+        types = request.headers.getall("content-type")
+        if len(types) > 1:  # an upstream reading the other one parses what nobody judged
+            return AMBIGUOUS_TYPE
+        key = body.media.match(types[0] if types else None)
         if key is None:
             return deny(415, "unsupported_media_type",
                         f"this operation accepts a body of type {body.accepted}",
@@ -96,7 +101,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
                 value = parse_json(data, max_depth)
             elif rule.kind == "form":
                 charset = (parse_media_type(content_type) or ("", {}))[1].get("charset", "utf-8")
-                value = coerce_fields(parse_form(data, charset), rule.schema,
+                value = coerce_fields(parse_form(data, charset), rule.form,
                                       encoding=rule.encoding, resolve=rule.resolve)
             elif rule.kind == "multipart":
                 fields, files = parse_multipart(data, content_type, part_size or len(data),
@@ -104,7 +109,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
                 value = coerce_fields({**fields, **{
                     name: [filename or "" for filename, _, _ in parts]
                     for name, parts in files.items()
-                }}, rule.schema, encoding=rule.encoding, resolve=rule.resolve)
+                }}, rule.form, encoding=rule.encoding, resolve=rule.resolve)
             else:
                 return ALLOW
         except BodyError as err:
