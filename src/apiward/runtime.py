@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from apiward.config.models import Api, Config, parse_hostport
+from apiward.errors import ConfigError
 from apiward.events.log import EventLog
 from apiward.openapi.compiler import CompiledSpec, compile_spec
 from apiward.openapi.lint import lint
@@ -199,8 +200,12 @@ class Runtime:
         crl = config.tls.crl if config.tls is not None else None
         self.crl = None
         if crl is not None:
-            from apiward.identity.pki import CrlWatcher  # only with client certificates
-            self.crl = CrlWatcher(crl)
+            from apiward.identity.certs import CrlError, CrlWatcher  # client certs only
+
+            try:
+                self.crl = CrlWatcher(crl)
+            except CrlError as error:
+                raise ConfigError(f"tls.crl ({crl}): {error}") from None
         self._client_certs: dict[bytes, ClientCert] = {}
         self.events = EventLog(config.events.file, config.events.stdout)
         # Normalised targets by raw bytes: a hot endpoint is normalised once. Only plain
@@ -228,7 +233,7 @@ class Runtime:
         the same one), and whether the CRL, as it is now, revokes it."""
         cert = self._client_certs.get(der)
         if cert is None:
-            from apiward.identity.pki import cert_facts, header_value
+            from apiward.identity.certs import cert_facts, header_value
 
             facts = cert_facts(der)
             cert = ClientCert(header_value(facts.subject),
