@@ -341,7 +341,7 @@ async def list_keys(store: Store) -> builtins.list[ApiKey]:
             found.append(ApiKey.from_json(raw))
         except ValueError as error:
             log.warning("API key %s ignored: %s", store_key, error)
-    return sorted(found, key=lambda k: (k.created, k.name))
+    return sorted(found, key=lambda k: (k.created, k.name, k.id))
 
 
 async def revoke(store: Store, name: str, *, now: datetime | None = None) -> ApiKey | None:

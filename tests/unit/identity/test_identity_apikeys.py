@@ -75,7 +75,7 @@ def test_names_are_unique_among_unrevoked_keys(store: Store) -> None:
     with pytest.raises(ApiKeyError, match="a key named 'billing' exists"):
         made(store)
     run(apikeys.revoke(store, "billing", now=T0))
-    second, _ = made(store)
+    second, _ = run(apikeys.create(store, "billing", now=T0 + timedelta(seconds=1)))
     assert second.id != first.id
     names = [(k.name, k.revoked is not None) for k in run(apikeys.list(store))]
     assert names == [("billing", True), ("billing", False)]
