@@ -118,12 +118,31 @@ def load_config(path: str | os.PathLike) -> Config:
     for api in config.apis:
         api.spec = api.spec and _resolve(base, api.spec)
     config.events.file = config.events.file and _resolve(base, config.events.file)
+    for api in config.apis:
+        _resolve_identity_paths(api.checks, base)
     if config.tls is not None:
         for key in ("cert", "key", "client_ca", "crl"):
             value = getattr(config.tls, key)
             if value is not None:
                 setattr(config.tls, key, _resolve(base, value))
     return config
+
+
+def _resolve_identity_paths(checks: Any, base: Path) -> None:
+    """Files named in checks.identity are relative to the config file, like the rest."""
+    identity = getattr(checks, "identity", None)
+    if identity is None:
+        return
+    store = identity.key_store
+    if "://" not in store:
+        identity.key_store = str(_resolve(base, store))
+    for scheme in identity.schemes.values():
+        jwt = scheme.jwt
+        if jwt is not None:
+            update = {key: _resolve(base, getattr(jwt, key)) for key in ("jwks_file", "key_file")
+                      if getattr(jwt, key) is not None}
+            if update:
+                scheme.jwt = jwt.model_copy(update=update)
 
 
 def config_from_flags(*, listen: str, upstream: str, spec: str | None = None,
