@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -99,6 +100,19 @@ def _stamps(spec: CompiledSpec) -> tuple[tuple[int, int], ...]:
             return ()
         stamps.append((stat.st_mtime_ns, stat.st_size))
     return tuple(stamps)
+
+
+def _single_ca(bundle: Path | None) -> Any:
+    """The client CA when the bundle holds one: then a CRL it did not sign is refused."""
+    if bundle is None:
+        return None
+    from cryptography import x509
+
+    try:
+        found = x509.load_pem_x509_certificates(bundle.read_bytes())
+    except (OSError, ValueError):
+        return None  # the TLS context reports the bundle's problem precisely
+    return found[0] if len(found) == 1 else None
 
 
 def report_spec(name: str, path: Path, spec: CompiledSpec) -> None:
@@ -203,7 +217,7 @@ class Runtime:
             from apiward.identity.certs import CrlError, CrlWatcher  # client certs only
 
             try:
-                self.crl = CrlWatcher(crl)
+                self.crl = CrlWatcher(crl, _single_ca(config.tls.client_ca))
             except CrlError as error:
                 raise ConfigError(f"tls.crl ({crl}): {error}") from None
         self._client_certs: dict[bytes, ClientCert] = {}
