@@ -253,6 +253,7 @@ class JwtVerifier:
         self._cache: OrderedDict[bytes, tuple[Claims, float, KeySet]] = OrderedDict()
         self._url = config.jwks_url
         self.needs_refresh = False
+        self._refreshing = False  # a fetch is under way (one at a time)
         self.last_refresh_error: str | None = None
         self.verifications = 0  # full (signature) verifications that succeeded
         self.cache_hits = 0
@@ -418,13 +419,15 @@ class JwtVerifier:
         """The periodic job: fetch the JWKS in a worker thread when an unknown ``kid``
         asked for it or ``jwks_refresh`` has passed; True when the key set changed."""
         now = self._clock() if now is None else now
-        if not self._due(now):
+        if self._refreshing or not self._due(now):
             return False
-        self.needs_refresh, self._fetched_at = False, now
+        self.needs_refresh, self._fetched_at, self._refreshing = False, now, True
         try:
             keys = await asyncio.to_thread(self._fetch)
         except JwksError as error:
             return self._failed(error)
+        finally:
+            self._refreshing = False
         return self._install(keys)
 
     def refresh(self, now: float | None = None) -> bool:

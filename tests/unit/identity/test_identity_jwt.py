@@ -491,6 +491,22 @@ def test_an_unknown_kid_refreshes_at_most_once_a_minute(server, keys) -> None:
     assert server.hits["/jwks.json"] == 4  # at NOW+61 and NOW+121
 
 
+def test_one_fetch_at_a_time(server, keys) -> None:
+    verifier = url_verifier(server, jwks_of(keys))
+
+    async def scenario() -> None:
+        verifier.needs_refresh = True
+        first = asyncio.create_task(verifier.refresh_if_needed(NOW))
+        await asyncio.sleep(0)  # the first fetch is under way in its thread
+        verifier.needs_refresh = True
+        assert await verifier.refresh_if_needed(NOW + 1) is False
+        await first
+
+    asyncio.run(scenario())
+    assert server.hits["/jwks.json"] == 2
+    assert verifier.needs_refresh  # still asked for: the next periodic run fetches
+
+
 def test_the_jwks_is_fetched_again_after_jwks_refresh(server, keys) -> None:
     verifier = url_verifier(server, jwks_of(keys), jwks_refresh="5m")
     assert asyncio.run(verifier.refresh_if_needed()) is False  # the clock given at build
