@@ -6,6 +6,7 @@ configuration.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import logging
@@ -54,6 +55,7 @@ class CompiledApi:
     preserve_host: bool
     response_timeout: float
     periodic: tuple[Callable[[], Awaitable[None]], ...] = ()
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None and host != self.host:
@@ -100,6 +102,28 @@ def _stamps(spec: CompiledSpec) -> tuple[tuple[int, int], ...]:
             return ()
         stamps.append((stat.st_mtime_ns, stat.st_size))
     return tuple(stamps)
+
+
+def _close_soon(closer: Callable[[], Awaitable[None]]) -> None:
+    """Run an async close now (no loop here) or on the running loop (a reload's swap)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_quietly(closer))
+        return
+    task = loop.create_task(_quietly(closer))
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+async def _quietly(closer: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await closer()
+    except Exception:
+        log.exception("closing a retired runtime's store failed")
 
 
 def _single_ca(bundle: Path | None) -> Any:
@@ -164,6 +188,7 @@ def compile_api(api: Api) -> CompiledApi:
         preserve_host=upstream.preserve_host,
         response_timeout=upstream.response_timeout,
         periodic=tuple(deps.periodic),
+        closers=tuple(deps.closers),
     )
 
 
@@ -273,4 +298,6 @@ class Runtime:
         """Retire this runtime: idle upstream connections closed, events flushed."""
         for api in self.apis:
             api.pool.close()
+            for closer in api.closers:
+                _close_soon(closer)
         self.events.close()

@@ -38,6 +38,7 @@ SPEC = {
     "components": {"securitySchemes": {
         "key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "basic": {"type": "http", "scheme": "basic"},
         "oauth": {"type": "oauth2", "flows": {"clientCredentials": {
             "tokenUrl": "https://issuer.test/token", "scopes": {"reports:read": "read"}}}},
     }},
@@ -50,6 +51,7 @@ SPEC = {
         "/reports": {"get": {"security": [{"oauth": ["reports:read"]}], "responses": OK}},
         "/either": {"get": {"security": [{"key": []}, {"bearer": []}], "responses": OK}},
         "/both": {"get": {"security": [{"key": [], "bearer": []}], "responses": OK}},
+        "/basic": {"get": {"security": [{"basic": []}, {"key": []}], "responses": OK}},
     },
 }
 
@@ -271,3 +273,10 @@ def test_combinations_need_all(gateway, signing_key, keys) -> None:
     assert call(gateway, "/both", keys["plain"], token(signing_key)).status_code == 200
     refused(call(gateway, "/both", keys["plain"]), 401, "missing_credentials")
     refused(call(gateway, "/both", bearer=token(signing_key)), 401, "missing_credentials")
+
+
+def test_basic_auth_is_never_accepted_but_an_alternative_is(gateway, keys) -> None:
+    basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
+    response = httpx.get(gateway.url + "/basic", headers=basic, timeout=10)
+    assert response.status_code == 401
+    assert call(gateway, "/basic", keys["plain"]).status_code == 200

@@ -182,3 +182,32 @@ def test_required_client_certificates(pki: dict, upstream: CountingUpstream,
         for who in (None, "bob", "mallory"):  # none, revoked, another CA's
             with pytest.raises(httpx.TransportError):
                 get(gw, pki, "/echo/x", who)
+
+
+def test_sighup_rotates_the_server_certificate(pki: dict, upstream: CountingUpstream,
+                                              tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    import yaml
+
+    def served_serial(gw: GatewayProcess) -> str:
+        with socket.create_connection(("127.0.0.1", gw.port)) as raw, \
+                client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return cert_facts(der).serial
+
+    ca: CertificateAuthority = pki["ca"]  # type: ignore[assignment]
+    with start_gateway(tls_config(pki, upstream, "optional"), tmp_path) as gw:
+        first = served_serial(gw)
+        fresh = ca.issue("gateway-next", kind="server", sans=["127.0.0.1", "localhost"])
+        config = yaml.safe_load(gw.path.read_text())
+        config["tls"].update(cert=str(fresh.chain), key=str(fresh.key))
+        config["listen"] = f"127.0.0.1:{gw.port}"
+        gw.path.write_text(yaml.safe_dump(config))
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: served_serial(gw) == fresh.entry.serial,
+                   message="the new certificate to be served")
+        assert first != fresh.entry.serial
+        assert get(gw, pki, "/admin/x", "alice").status_code == 200

@@ -38,6 +38,8 @@ class Deps:
     # Refresh jobs a check needs run now and then (key tables, JWKS), off the request
     # path: the gateway runs them every few seconds.
     periodic: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What to close when the runtime retires (stores the check opened).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 NO_DEPS = Deps()

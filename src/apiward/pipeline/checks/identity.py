@@ -197,13 +197,24 @@ def _verifiers(config: Config, deps: Deps) -> dict[str, Any]:
             verifiers[name] = _cert_verifier(scheme.client_cert)
     spec = deps.spec
     if spec is not None:
-        missing = sorted({scheme.name for op in spec.operations for alt in op.security or ()
-                          for scheme, _ in alt.schemes} - verifiers.keys())
+        required = {scheme.name: scheme for op in spec.operations
+                    for alt in op.security or () for scheme, _ in alt.schemes}
+        for name, scheme in required.items():
+            if name not in verifiers and scheme.kind == "http" and scheme.auth_scheme != "bearer":
+                verifiers[name] = _refuse_scheme  # e.g. basic: passwords are not checked here
+        missing = sorted(required.keys() - verifiers.keys())
         if missing:
             raise ConfigError([f"apis ({deps.api_name}).checks.identity.schemes: the spec's "
                                f"security schemes {', '.join(missing)} have no verifier; "
                                "map each to jwt, api_keys or client_cert"])
     return verifiers
+
+
+def _refuse_scheme(scheme: Scheme, scopes: tuple[str, ...], request, now: float) -> Identity:
+    """An HTTP scheme apiward does not verify (basic, digest…): never accepted, so an
+    alternative that needs it fails and another one may pass."""
+    raise _Refusal(401, "unsupported_scheme",
+                   f"the {scheme.auth_scheme} scheme is not accepted by this gateway", None)
 
 
 def _jwt_verifier(verifier: JwtVerifier, deps: Deps) -> Any:
@@ -244,6 +255,7 @@ def _key_table(config: Config, deps: Deps) -> Any:
         raise ConfigError([f"apis ({deps.api_name}).checks.identity.key_store "
                            f"({config.key_store}): {error}"]) from None
     deps.periodic.append(table.refresh)
+    deps.closers.append(store.close)
     return table
 
 
