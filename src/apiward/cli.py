@@ -7,6 +7,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -55,15 +56,11 @@ def main() -> None:
 def run(config_path: Path | None, listen: str | None, upstream: str | None,
         spec: Path | None, mode: str | None, workers: int | None, verbose: bool) -> None:
     """Run the gateway in front of an API."""
-    from apiward.runtime import Runtime
     from apiward.server.workers import run as serve
 
     setup_logging(verbose)
     config = _config(config_path, listen, upstream, spec, mode, workers)
-    try:  # compile once up front, so a config that cannot run fails here, clearly
-        Runtime(config).close()
-    except ConfigError as error:
-        fail(error)
+    _compile(config)  # once up front, so a config that cannot run fails here, clearly
     try:
         code = serve(config, config_path.resolve() if config_path else None)
     except OSError as error:
@@ -71,6 +68,17 @@ def run(config_path: Path | None, listen: str | None, upstream: str | None,
                   f"{error.strerror or error}", markup=True)
         sys.exit(1)
     sys.exit(code)
+
+
+def _compile(config: Any, as_json: bool = False) -> None:
+    """Build everything ``run`` would (specs, TLS context, key store, JWKS), then retire
+    it: what ``check`` passes, ``run`` starts."""
+    from apiward.runtime import Runtime
+
+    try:
+        Runtime(config).close()
+    except ConfigError as error:
+        fail(error, as_json)
 
 
 def _config(config_path: Path | None, listen: str | None, upstream: str | None,
@@ -130,6 +138,7 @@ def check(config_path: Path | None, spec: Path | None, listen: str | None,
             _print_spec_report(out, report, "")
         return
     config = _config(config_path, listen, upstream, spec, mode, workers, as_json)
+    _compile(config, as_json)
     apis = []
     for api in config.apis:
         apis.append({

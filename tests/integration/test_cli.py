@@ -277,3 +277,18 @@ def test_demo_prints_five_calls_and_serves_until_sigint() -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_check_builds_what_run_builds(tmp_path: Path) -> None:
+    """A config that parses but cannot run (a missing JWKS file) fails check too, naming
+    the key, so `check` passing means `run` starts."""
+    config = tmp_path / "apiward.yaml"
+    config.write_text(
+        "apis:\n  - upstream: {url: 'http://127.0.0.1:9'}\n    checks:\n      identity:\n"
+        "        schemes: {bearer: {jwt: {jwks_file: missing.json, algorithms: [RS256]}}}\n")
+    result = subprocess.run([str(BIN), "check", "--config", str(config)], env=ENV,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "checks.identity.schemes.bearer.jwt" in result.stderr
+    assert str(tmp_path / "missing.json") in result.stderr
+    assert "Traceback" not in result.stderr

@@ -187,7 +187,12 @@ def _verifiers(config: Config, deps: Deps) -> dict[str, Any]:
     table = None
     for name, scheme in config.schemes.items():
         if scheme.jwt is not None:
-            verifiers[name] = _jwt_verifier(JwtVerifier(scheme.jwt), deps)
+            try:
+                jwt = JwtVerifier(scheme.jwt)
+            except ConfigError as error:
+                where = f"apis ({deps.api_name}).checks.identity.schemes.{name}"
+                raise ConfigError([f"{where}.{p}" for p in error.problems]) from None
+            verifiers[name] = _jwt_verifier(jwt, deps)
         elif scheme.api_keys is not None:
             if table is None:
                 table = _key_table(config, deps)
