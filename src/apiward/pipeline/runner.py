@@ -25,42 +25,38 @@ def run_checks(checks: tuple[Check, ...], request: Request, context: Context,
     on. A check that raises is logged with its name and fails closed, unless its config
     says ``on_error: allow``.
     """
-    return _run(checks, request, context, would_block, False)
+    return _run(checks, request, context, would_block)
 
 
 def run_body_checks(checks: tuple[Check, ...], request: Request, context: Context,
                     would_block: WouldBlock) -> tuple[Check, Verdict] | None:
     """The same, for the body stage: each check's ``run_body`` on the buffered body."""
-    return _run(checks, request, context, would_block, True)
+    return _run(checks, request, context, would_block,
+                lambda check: check.run_body(request, context))  # type: ignore[misc]
 
 
 def run_response_checks(checks: tuple[Check, ...], request: Request, context: Context,
                         status: int, lines: list[bytes], body: bytes | None,
                         would_block: WouldBlock) -> tuple[Check, Verdict] | None:
-    """The response stage: each check's ``run_response`` on the held answer."""
-    for check in checks:
-        try:
-            verdict = check.run_response(request, context, status, lines, body)
-        except Exception:
-            log.exception("check %r failed on a response", check.name)
-            verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED
-        if not verdict.allowed:
-            if check.response_mode == "block":
-                return check, verdict
-            would_block(request, context, check.name, verdict)
-    return None
+    """The response stage: each check's ``run_response`` on the held answer, blocking
+    per its ``response_mode``."""
+    return _run(checks, request, context, would_block,
+                lambda check: check.run_response(  # type: ignore[misc]
+                    request, context, status, lines, body), response=True)
 
 
 def _run(checks: tuple[Check, ...], request: Request, context: Context,
-         would_block: WouldBlock, body: bool) -> tuple[Check, Verdict] | None:
+         would_block: WouldBlock, judge: Callable[[Check], Verdict] | None = None,
+         response: bool = False) -> tuple[Check, Verdict] | None:
+    """``judge`` runs one check (default: its head ``run``, the hot path, no closure)."""
     for check in checks:
         try:
-            verdict = check.run_body(request, context) if body else check.run(request, context)
+            verdict = check.run(request, context) if judge is None else judge(check)
         except Exception:
             log.exception("check %r failed", check.name)
             verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED
         if not verdict.allowed:
-            if check.mode == "block":
+            if (check.response_mode if response else check.mode) == "block":
                 return check, verdict
             would_block(request, context, check.name, verdict)
     return None
