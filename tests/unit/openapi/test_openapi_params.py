@@ -475,3 +475,28 @@ def test_the_same_set_reads_many_requests_independently() -> None:
     assert [v for _, v in second] == [["c"], "x"] and problems == []
     again, more = params.extract({}, "tag=a&tag=b&n=1", headers())
     assert again == first and more is not problems
+
+
+@pytest.mark.parametrize("where", ["path", "query", "header", "cookie"])
+def test_inlined_readers_and_called_readers_agree(where: str) -> None:
+    """extract reads a plain str itself for the commonest readers (string, integer,
+    exploded array); anything else goes through the reader: both must agree."""
+    ints = rule("n", where, {"type": "integer"}, required=True)
+    text = rule("s", where, STRING, required=True)
+
+    def read(r: ParameterRule, raw: str) -> Any:
+        if where == "path":
+            return one(r, path={r.name: raw})
+        if where == "query":
+            return one(r, query=f"{r.name}={raw}")
+        if where == "header":
+            return one(r, head=headers((r.name, raw)))
+        return one(r, head=headers(("cookie", f"{r.name}={raw}")))
+
+    assert read(ints, "42") == 42 and read(ints, "007") == 7
+    assert read(ints, "-3") == -3  # not [0-9]+: through the reader
+    assert read(ints, "x1") == "x1" and read(ints, "\u00b2") == "\u00b2"
+    assert read(ints, "9" * 4001) == "9" * 4001
+    assert read(text, "abc") == "abc"
+    if where != "header":
+        assert read(ints, "%34%32") == 42 and read(text, "a%20b") == "a b"
