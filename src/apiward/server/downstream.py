@@ -30,7 +30,7 @@ from apiward.pipeline.request import Request
 from apiward.pipeline.runner import run_body_checks, run_checks, run_response_checks
 from apiward.pipeline.verdict import Verdict, deny
 from apiward.server.batch import write_now
-from apiward.server.pool import UpstreamUnavailable, tune_socket
+from apiward.server.pool import UpstreamUnavailable
 from apiward.server.tls import TlsFacts, handshake_facts
 from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
@@ -193,8 +193,7 @@ class Downstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
-        tune_socket(transport.get_extra_info("socket"))
-        gateway = self.gateway
+        gateway = self.gateway  # (uvloop sets TCP_NODELAY on accepted sockets itself)
         runtime = gateway.runtime
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and not self._handshake(ssl_object, runtime):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hmac
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
 NAME = "identity"
+IDENTITY_CACHE = 10_000
 
 
 class Strict(BaseModel):
@@ -101,14 +103,14 @@ class _Refusal(Exception):
 
 def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     verifiers = _verifiers(config, deps)
-    rules = [(rule.path, frozenset(m.upper() for m in rule.methods or ()), tuple(
+    rules = [(_pattern(rule.path), frozenset(m.upper() for m in rule.methods or ()), tuple(
         SecurityRequirement(tuple((_scheme_for(name, config, deps), ()) for name in alternative))
         for alternative in rule.require)) for rule in config.rules]
-    cert_paths = tuple(config.require_client_cert)
+    cert_paths = tuple(_pattern(p) for p in config.require_client_cert)
 
     def run(request, context) -> Verdict:
         path = request.path
-        if cert_paths and any(fnmatch.fnmatchcase(path, p) for p in cert_paths):
+        if cert_paths and any(matches(path) for matches in cert_paths):
             tls = request.tls
             if tls is None or tls.fingerprint is None:
                 return deny(403, "client_cert_required",
@@ -139,11 +141,15 @@ def _requirement(request, context, rules) -> Any:
     endpoint = context.endpoint
     if endpoint is not None:
         return endpoint.security
-    for pattern, methods, alternatives in rules:
-        if (not methods or request.method in methods) and fnmatch.fnmatchcase(request.path,
-                                                                             pattern):
+    for matches, methods, alternatives in rules:
+        if (not methods or request.method in methods) and matches(request.path):
             return alternatives
     return None
+
+
+def _pattern(pattern: str) -> Any:
+    """A path pattern (``*`` any run of characters, ``?`` one) compiled once."""
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 def _answer(refusals: list[_Refusal], context) -> Verdict:
@@ -224,6 +230,9 @@ def _refuse_scheme(scheme: Scheme, scopes: tuple[str, ...], request, now: float)
 
 def _jwt_verifier(verifier: JwtVerifier, deps: Deps) -> Any:
     deps.periodic.append(verifier.refresh_if_needed)
+    # The identity of a token the verifier answered from its cache is the same object
+    # again: kept with the claims it was made from, so a hit builds nothing.
+    identities: dict[str, tuple[Any, Identity]] = {}
 
     def verify(scheme: Scheme, scopes: tuple[str, ...], request, now: float) -> Identity:
         value = request.headers.get("authorization") or ""
@@ -231,14 +240,22 @@ def _jwt_verifier(verifier: JwtVerifier, deps: Deps) -> Any:
         challenge = 'Bearer realm="api"'
         if kind.lower() != "bearer" or not token.strip():
             raise _Refusal(401, "missing_credentials", "a bearer token is required", challenge)
+        token = token.strip()
         try:
-            claims = verifier.verify(token.strip(), now)
+            claims = verifier.verify(token, now)
         except JwtError as err:
             raise _Refusal(401, f"invalid_token_{err.reason}", err.detail,
                            'Bearer realm="api", error="invalid_token"') from None
-        granted = token_scopes(claims)
-        identity = Identity("jwt", str(claims.get("sub", "")),
-                            str(claims.get("iss", "")) or None, granted)
+        known = identities.get(token)
+        if known is not None and known[0] is claims:
+            identity = known[1]
+        else:
+            identity = Identity("jwt", str(claims.get("sub", "")),
+                                str(claims.get("iss", "")) or None, token_scopes(claims))
+            if len(identities) >= IDENTITY_CACHE:
+                identities.clear()
+            identities[token] = (claims, identity)
+        granted = identity.scopes
         if scopes and not granted.issuperset(scopes):
             lacking = " ".join(sorted(set(scopes) - granted))
             raise _Refusal(403, "insufficient_scope", f"the token lacks the scope(s) {lacking}",
