@@ -64,6 +64,10 @@ class Operation:
     json_depth: int = DEFAULT_JSON_DEPTH
     responses: dict[str, Any] = field(default_factory=dict)
     base: str = ""  # the URI of the document the operation is written in
+    # For an operation whose head verdict depends on its path and query alone (no header
+    # or cookie parameters, no security, no body): targets already found valid, so a hot
+    # one is judged once. None for every other operation.
+    known_good: set[str] | None = None
 
 
 @dataclass(slots=True)
@@ -154,7 +158,10 @@ class CompiledSpec:
         if raw.get("requestBody") is not None:
             body = self._body(*spec.resolve(raw["requestBody"], base))
             body_limit, json_depth = self._limits(body)
-        security = raw.get("security", default_security)
+        security = compile_security(raw.get("security", default_security), schemes, pointer,
+                                    self.warnings.append)
+        pure = (body is None and security is None
+                and all(rule.location in ("path", "query") for rule in parameters.rules))
         return Operation(
             method=method,
             template=template,
@@ -163,7 +170,8 @@ class CompiledSpec:
             parameters=parameters,
             validators=validators,
             body=body,
-            security=compile_security(security, schemes, pointer, self.warnings.append),
+            security=security,
+            known_good=set() if pure else None,
             responses=raw.get("responses") or {},
             base=base,
             body_limit=body_limit,
