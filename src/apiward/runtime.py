@@ -14,21 +14,22 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from apiward.config.models import Api, Config, parse_hostport
 from apiward.errors import ConfigError
 from apiward.events.log import EventLog
-from apiward.openapi.compiler import CompiledSpec, compile_spec
-from apiward.openapi.lint import lint
 from apiward.pipeline.check import Check, Deps
 from apiward.pipeline.registry import CHECKS
 from apiward.server.pool import UpstreamPool
 from apiward.server.tls import ClientCert, server_context
 from apiward.wire.headers import HOP_BY_HOP, NOTED, SET_BY_GATEWAY, FieldTable
 from apiward.wire.target import Target
+
+if TYPE_CHECKING:
+    from apiward.openapi.compiler import CompiledSpec
 
 log = logging.getLogger("apiward")
 
@@ -87,6 +88,8 @@ def load_compiled_spec(name: str, path: Path, strict_query: bool) -> CompiledSpe
     found = _SPECS.get(key)
     if found is not None and found[0] == _stamps(found[1]):
         return found[1]
+    from apiward.openapi.compiler import compile_spec  # only for APIs with a spec
+
     spec = compile_spec(path, strict_query)
     _SPECS[key] = (_stamps(spec), spec)
     report_spec(name, path, spec)
@@ -144,6 +147,8 @@ def report_spec(name: str, path: Path, spec: CompiledSpec) -> None:
     around, one summary line for the lint (``apiward check --spec`` lists it all)."""
     for warning in spec.warnings:
         log.warning("api %r: %s", name, warning)
+    from apiward.openapi.lint import lint
+
     found = Counter(warning.code for warning in lint(spec.spec))
     if found:
         counts = ", ".join(f"{count} {code}" for code, count in found.most_common())

@@ -18,7 +18,6 @@ so the token's ``alg`` header can only pick among the algorithms its key was loa
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import time
 import urllib.error
@@ -27,7 +26,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from cryptography import x509
@@ -37,13 +35,17 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import PyJWTError
 
+from apiward.identity.jwt_config import (  # noqa: F401 (re-exported)
+    EC_CURVES,
+    HMAC_MIN_BYTES,
+    OKP_CURVES,
+    RSA_ALGORITHMS,
+    SUPPORTED,
+    check_jwks_url,
+)
+
 log = logging.getLogger("apiward.identity")
 
-HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 §3.2
-RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES256K": "secp256k1"}
-OKP_CURVES = frozenset({"Ed25519", "Ed448"})
-SUPPORTED = frozenset({*HMAC_MIN_BYTES, *RSA_ALGORITHMS, *EC_CURVES, "EdDSA"})
 RSA_MIN_BITS = 2048
 _PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "oct": ("k",)}
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
@@ -257,25 +259,6 @@ def _pem_public_key(data: bytes, path: Path) -> Any:
         return load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as error:
         raise JwksError(f"{path}: not a PEM public key or certificate ({error})") from None
-
-
-def check_jwks_url(url: str) -> str:
-    """https anywhere, or http to a loopback address (a sidecar, tests); ValueError else."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return url
-    if parts.scheme == "http" and host:
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if loopback:
-            return url
-        raise ValueError(f"a JWKS over plain http is fetched only from a loopback "
-                         f"address (127.0.0.1, ::1, localhost); use https for {host}")
-    raise ValueError(f'expected a JWKS URL like "https://idp.example/.well-known/jwks.json", '
-                     f"got {url!r}")
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apiward.errors import ConfigError
-from apiward.identity.jwt import JwtConfig, JwtError, JwtVerifier, token_scopes
+from apiward.identity.jwt_config import JwtConfig
 from apiward.openapi.security import Scheme, SecurityRequirement, cookie_names
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
@@ -193,6 +193,8 @@ def _verifiers(config: Config, deps: Deps) -> dict[str, Any]:
     table = None
     for name, scheme in config.schemes.items():
         if scheme.jwt is not None:
+            from apiward.identity.jwt import JwtVerifier  # only when JWTs are configured
+
             try:
                 jwt = JwtVerifier(scheme.jwt)
             except ConfigError as error:
@@ -228,7 +230,9 @@ def _refuse_scheme(scheme: Scheme, scopes: tuple[str, ...], request, now: float)
                    f"the {scheme.auth_scheme} scheme is not accepted by this gateway", None)
 
 
-def _jwt_verifier(verifier: JwtVerifier, deps: Deps) -> Any:
+def _jwt_verifier(verifier: Any, deps: Deps) -> Any:
+    from apiward.identity.jwt import JwtError, token_scopes
+
     deps.periodic.append(verifier.refresh_if_needed)
     # The identity of a token the verifier answered from its cache is the same object
     # again: kept with the claims it was made from, so a hit builds nothing.

@@ -16,7 +16,6 @@ from apiward.config.units import Size
 from apiward.errors import ConfigError
 from apiward.openapi.bodies import BodyError, coerce_fields, parse_form, parse_json, parse_multipart
 from apiward.openapi.media import parse_media_type
-from apiward.openapi.responses import ResponseRules
 from apiward.openapi.security import missing_credentials
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, Violation, deny
@@ -137,6 +136,8 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
 
     if config.validate_responses == "off":
         return Check(NAME, mode, run, run_body)
+    from apiward.openapi.responses import ResponseRules  # only when answers are judged
+
     spec = deps.spec
     rules = {id(op): ResponseRules(op.responses, op.base, spec.spec, spec.schemas, cap)
              for op in spec.operations}
