@@ -322,24 +322,24 @@ class Downstream(asyncio.Protocol):
 
     # -- httptools callbacks: the request ---------------------------------------------
     def on_url(self, url: bytes) -> None:
-        if not self.url:  # a new message: its first callback (no on_message_begin: one
-            self._begin()  # Python call less per request)
-        self.url += url
-        if len(self.url) > self.gateway.runtime.target_length:
+        runtime = self.gateway.runtime
+        if self.url:  # more of a target split across reads
+            url = self.url + url
+        else:  # a new message: its first callback (no on_message_begin, no helper: each
+            if self.dead:  # is a Python call more per request)
+                raise StopParsing  # the connection closes after what it owes: read no more
+            if self.mid_chunk:  # a pipelined head began inside a chunk: its size is unknown
+                self.head_bytes = runtime.header_size + 1  # so it gets measured
+            self.fields = []
+            self.noted = []
+            self.lines = [b""]  # the request line goes first, once the target is judged
+            self.field_table = runtime.request_fields
+            if self.active is None and self.deadline_kind != HEADER:  # else the call in
+                self.deadline_kind = HEADER  # flight keeps its own deadline
+                self.deadline = 0.0
+        self.url = url
+        if len(url) > runtime.target_length:
             raise WireError(414, "uri_too_long", "the request target is too long")
-
-    def _begin(self) -> None:
-        if self.dead:
-            raise StopParsing  # the connection closes after what it owes: read no more
-        if self.mid_chunk:  # a pipelined head began inside a chunk: its size is unknown
-            self.head_bytes = self.gateway.runtime.header_size + 1  # so it gets measured
-        self.fields = []
-        self.noted = []
-        self.lines = [b""]  # the request line goes first, once the target is judged
-        self.field_table = self.gateway.runtime.request_fields
-        if self.active is None and self.deadline_kind != HEADER:  # else the call in
-            self.deadline_kind = HEADER  # flight keeps its own deadline
-            self.deadline = 0.0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.current is not None:
@@ -703,8 +703,10 @@ class Downstream(asyncio.Protocol):
         if call.body_done and call.body_length == CHUNKED:
             data += b"0\r\n\r\n"
         conn.send(self, data, call.is_head)
-        if call.body_done:
-            self._request_sent(conn)
+        if call.body_done:  # the whole request is upstream: its answer is timed
+            conn.request_sent = True
+            self.deadline_kind = UPSTREAM
+            self.deadline = 0.0
         else:
             self.deadline_kind = BODY
             self.deadline = 0.0
@@ -718,11 +720,14 @@ class Downstream(asyncio.Protocol):
     def _finish(self, call: Call) -> None:
         """The answer to ``call`` is fully written: next call, idle, or close."""
         self.active = None
-        if self.out:
-            self.flush()
         transport = self.transport
         if transport is None:
+            self.out.clear()
             return
+        out = self.out
+        if out:  # flush(), inlined: this runs once per call
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
         if call.close_after or not call.keep_alive or not call.body_done or self.gateway.draining:
             self._close()
             return
@@ -762,13 +767,9 @@ class Downstream(asyncio.Protocol):
             return
         call.resp_started = True
         self.deadline = 0.0  # the upstream timeout now bounds each pause in the body
-        if call.judge_response:
+        if call.judge_response:  # held; once judged, _release_held sends it through here
             call.resp_held = HeldResponse(status, lines, has_length, framed)
             return
-        self._send_head(call, status, lines, has_length, framed)
-
-    def _send_head(self, call: Call, status: int, lines: list[bytes], has_length: bool,
-                   framed: bool) -> None:
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
         lines.append(call.id_line)
         bodyless = call.is_head or status in NO_BODY_STATUS
@@ -837,8 +838,9 @@ class Downstream(asyncio.Protocol):
         if not (held.has_length or too_large or call.is_head
                 or held.status in NO_BODY_STATUS):  # whole: framed by its length now
             lines.append(b"Content-Length: %d" % len(body))
-        self._send_head(call, held.status, lines, held.has_length or not too_large,
-                        held.framed or not too_large)
+        call.judge_response = False  # judged: response_head sends it now
+        self.response_head(held.status, lines, held.has_length or not too_large,
+                           held.framed or not too_large)
         if body:
             self.response_body(body)
         if not too_large:

@@ -43,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         "lines",
         "parser",
         "pool",
+        "prefixes",
         "received",
         "request_sent",
         "reused",
@@ -69,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = True
         self.table = pool.response_fields
         self.kinds = self.table.kinds
+        self.prefixes = self.table.prefixes
         self.lines: list[bytes] = [b""]
         self.tokens: list[bytes] = []
         self.has_length = False
@@ -127,6 +129,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        prefix = self.prefixes.get(name)  # a field passed on as is, seen before
+        if prefix is not None:
+            self.lines.append(prefix + value)
+            return
         kind = self.kinds.get(name)
         if kind is None:
             kind = self.table.classify(name)[0]
@@ -136,7 +142,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.has_length = True
             self.lines.append(name + b": " + value)
         elif kind == CONNECTION:
-            self.tokens.extend(t.strip() for t in value.lower().split(b","))
+            if value in PLAIN_CONNECTION:  # "keep-alive" or "close", as peers mostly send it
+                self.tokens.append(value)
+            else:
+                self.tokens.extend(t.strip() for t in value.lower().split(b","))
         elif name.lower() == b"transfer-encoding":  # chunked last, or the close ends it
             self.chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
 

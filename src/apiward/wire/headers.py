@@ -86,7 +86,7 @@ class FieldTable:
     """Classifies field names as they arrive, keyed by the raw name so that no lower-casing
     is needed for names seen before (peers repeat their spelling). Bounded."""
 
-    __slots__ = ("cache", "kinds", "set_aside")
+    __slots__ = ("cache", "kinds", "prefixes", "set_aside")
 
     LIMIT = 4096
 
@@ -94,6 +94,7 @@ class FieldTable:
         self.set_aside = set_aside
         self.cache: dict[bytes, tuple[int, bytes]] = {}
         self.kinds: dict[bytes, int] = {}  # the class alone, for callers that need no name
+        self.prefixes: dict[bytes, bytes] = {}  # PASS names only: b"Name: ", as passed on
 
     def classify(self, name: bytes) -> tuple[int, bytes]:
         """``(class, lower-case name)`` for a raw field name."""
@@ -110,4 +111,6 @@ class FieldTable:
         if len(self.cache) < self.LIMIT:
             self.cache[name] = entry
             self.kinds[name] = kind
+            if kind == PASS:
+                self.prefixes[name] = name + b": "
         return entry
