@@ -1126,15 +1126,17 @@ def select_suts(only: str | None, connections_mode: bool) -> list[Sut]:
     return [by_name[name] for name in wanted]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_bench(prepare: Callable[[], Any], run: Callable[[Processes, Path, Any], int],
+              prefix: str) -> int:
+    """The frame every benchmark script shares: signals, ``prepare()`` (BenchError: exit
+    2), pinned processes in a temporary directory, ``run(procs, tmp, prepared)``, and every
+    process stopped however it ends (BenchError: exit 1; Ctrl-C: 130)."""
     # Ctrl-C even when started in the background (where SIGINT is inherited as ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_stop_signal)
     try:
-        suts = select_suts(args.only, bool(args.connections_test))
-        ensure_tools(["wrk", "nginx", "taskset"])
+        prepared = prepare()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -1143,10 +1145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bench] CPUs {LOAD_CPU} and {SERVER_CPU} not both available: not pinning")
     procs = Processes(pin)
     try:
-        with tempfile.TemporaryDirectory(prefix="apiward-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             try:
-                mode = connections_test if args.connections_test else benchmark
-                return mode(procs, Path(tmp), suts, args)
+                return run(procs, Path(tmp), prepared)
             finally:
                 procs.close()  # before the temp dir (logs, nginx prefixes) goes away
     except BenchError as exc:
@@ -1155,6 +1156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; every process it started is stopped", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def prepare() -> list[Sut]:
+        suts = select_suts(args.only, bool(args.connections_test))
+        ensure_tools(["wrk", "nginx", "taskset"])
+        return suts
+
+    mode = connections_test if args.connections_test else benchmark
+    return run_bench(prepare, lambda procs, tmp, suts: mode(procs, tmp, suts, args),
+                     "apiward-bench-")
 
 
 if __name__ == "__main__":

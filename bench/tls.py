@@ -29,12 +29,10 @@ import multiprocessing
 import os
 import queue
 import select
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -1096,31 +1094,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.load:
         return load_main(args)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, proxy.on_stop_signal)
-    try:
+
+    def prepare() -> list[str]:
         names = select_names(args.only)
         check_prerequisites(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    pin = proxy.server_cpus_available()
-    if not pin:
-        print(f"[bench] CPUs {LOAD_CPU} and {SERVER_CPU} not both available: not pinning")
-    procs = Processes(pin)
-    try:
-        with tempfile.TemporaryDirectory(prefix="apiward-bench-tls-") as tmp:
-            try:
-                return benchmark(procs, Path(tmp), names, args)
-            finally:
-                procs.close()
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; every process it started is stopped", file=sys.stderr)
-        return 130
+        return names
+
+    return proxy.run_bench(prepare, lambda procs, tmp, names: benchmark(procs, tmp, names, args),
+                           "apiward-bench-tls-")
 
 
 if __name__ == "__main__":
