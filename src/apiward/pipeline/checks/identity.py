@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apiward.errors import ConfigError
 from apiward.identity.jwt_config import JwtConfig
-from apiward.openapi.security import Scheme, SecurityRequirement, cookie_names
+from apiward.openapi.security import Scheme, SecurityRequirement
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
@@ -32,6 +32,9 @@ IDENTITY_CACHE = 10_000
 
 
 class Strict(BaseModel):
+    """config.models.Strict again: importing it here would be circular (the config
+    models are built from this registry)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -76,8 +79,7 @@ class Config(CheckConfig):
     schemes: dict[str, SchemeConfig] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     require_client_cert: list[str] = Field(default_factory=list)  # path patterns -> 403
-    key_store: str = "apiward.db"  # the state store API keys live in
-    key_refresh: float = Field(5.0, gt=0)  # seconds: revocations take effect within this
+    key_store: str = "apiward.db"  # the state store API keys live in (re-read every 5 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +299,8 @@ def _run_now(coroutine: Any) -> Any:
 
 
 def _key_verifier(table: Any) -> Any:
+    identities: dict[str, tuple[Any, Identity]] = {}  # by key id, with its record
+
     def verify(scheme: Scheme, scopes: tuple[str, ...], request, now: float) -> Identity:
         presented = _api_key(scheme, request)
         if not presented:
@@ -307,7 +311,12 @@ def _key_verifier(table: Any) -> Any:
             raise _Refusal(401, f"key_{result.reason}", f"the API key is {result.reason}",
                            f'ApiKey realm="api", name="{scheme.param}"')
         record = result.key
-        identity = Identity("key", record.name, None, frozenset(record.scopes))
+        known = identities.get(record.id)
+        if known is not None and known[0] is record:
+            identity = known[1]
+        else:  # a key's identity is built once per record the table holds
+            identity = Identity("key", record.name, None, record.scopes)
+            identities[record.id] = (record, identity)
         if scopes and not record.scopes.issuperset(scopes):
             raise _Refusal(403, "insufficient_scope",
                            "the API key's scopes do not include this operation's", None,
@@ -322,13 +331,11 @@ def _api_key(scheme: Scheme, request) -> str | None:
         values = request.query_params.get(scheme.param)
         return values[0] if values else None
     if scheme.location == "cookie":
-        if scheme.param not in cookie_names(request):
-            return None
         for header in request.headers.getall("cookie"):
             for pair in header.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name == scheme.param:
-                    return value
+                name, _, value = pair.partition("=")
+                if name.strip() == scheme.param:
+                    return value.strip()
         return None
     return request.headers.get(scheme.param)
 
