@@ -195,8 +195,8 @@ class Downstream(asyncio.Protocol):
         self.peer_ip = peer[0] if peer else ""
         gateway = self.gateway  # (uvloop sets TCP_NODELAY on accepted sockets itself)
         runtime = gateway.runtime
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None and not self._handshake(ssl_object, runtime):
+        if runtime.tls_context is not None and not self._handshake(
+                transport.get_extra_info("ssl_object"), runtime):
             return
         self.forwarded_lines = (b"X-Forwarded-For: " + self.peer_ip.encode("ascii")
                                 + b"\r\nX-Forwarded-Proto: " + self.scheme)
@@ -214,19 +214,19 @@ class Downstream(asyncio.Protocol):
         """Read the finished handshake; False (connection dropped) for a revoked
         certificate where certificates are required: no certificate, no connection."""
         self.scheme = b"https"
-        tls = self.tls = handshake_facts(ssl_object, runtime.client_cert)
-        cert = tls.client
-        if cert is not None and cert.revoked:
-            if runtime.config.tls.client_certs == "required":
-                self.dead = True
-                self.transport.abort()  # type: ignore[union-attr]
-                return False
-        elif cert is not None:
-            self.cert_lines = (
-                b"\r\nX-Client-Cert-Subject: " + cert.subject.encode("latin-1")
-                + b"\r\nX-Client-Cert-SAN: " + ", ".join(cert.sans).encode("latin-1")
-                + b"\r\nX-Client-Cert-Serial: " + cert.serial.encode("ascii")
-                + b"\r\nX-Client-Cert-Fingerprint: " + cert.fingerprint.encode("ascii"))
+        try:
+            tls = self.tls = handshake_facts(ssl_object, runtime.client_cert)
+        except Exception:  # a certificate OpenSSL took but we cannot read: no connection
+            log.exception("reading the TLS handshake of %s failed", self.peer_ip)
+            tls = None
+        cert = tls.client if tls is not None else None
+        if tls is None or (cert is not None and cert.revoked
+                           and runtime.config.tls.client_certs == "required"):
+            self.dead = True
+            self.transport.abort()  # type: ignore[union-attr]
+            return False
+        if cert is not None and not cert.revoked:
+            self.cert_lines = cert.header_lines
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -25,6 +25,15 @@ class ClientCert:
     fingerprint: str  # SHA-256, lower-case hex
     revoked: bool = False
 
+    @property
+    def header_lines(self) -> bytes:
+        """``X-Client-Cert-*`` for the upstream head, each line led by CRLF (the values
+        are header-safe already: ``identity.certs.header_value``)."""
+        return (b"\r\nX-Client-Cert-Subject: " + self.subject.encode("latin-1")
+                + b"\r\nX-Client-Cert-SAN: " + ", ".join(self.sans).encode("latin-1")
+                + b"\r\nX-Client-Cert-Serial: " + self.serial.encode("ascii")
+                + b"\r\nX-Client-Cert-Fingerprint: " + self.fingerprint.encode("ascii"))
+
 
 @dataclass(frozen=True, slots=True)
 class TlsFacts:
