@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from apiward.errors import SpecError
+from apiward.openapi import UNBOUNDED
 from apiward.openapi.document import SpecDocument, load_spec, servers_base_paths
 from apiward.openapi.limits import derive_limits
 from apiward.openapi.matcher import PathMatcher
@@ -21,7 +22,6 @@ from apiward.openapi.security import SecurityRequirement, compile_security
 from apiward.pipeline.verdict import Verdict, deny
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-UNBOUNDED = 1 << 62
 DEFAULT_JSON_DEPTH = 64
 MATCH_CACHE = 4096
 MATCH_CACHE_BYTES = 512

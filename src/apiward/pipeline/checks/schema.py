@@ -14,6 +14,7 @@ from pydantic import Field
 
 from apiward.config.units import Size
 from apiward.errors import ConfigError
+from apiward.openapi import UNBOUNDED
 from apiward.openapi.bodies import BodyError, coerce_fields, parse_form, parse_json, parse_multipart
 from apiward.openapi.media import parse_media_type
 from apiward.openapi.security import missing_credentials
@@ -94,7 +95,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
             return deny(415, "unsupported_media_type",
                         f"this operation accepts a body of type {body.accepted}",
                         headers=(("Accept", body.accepted),) if body.accepted else ())
-        if body.contents[key].kind != "opaque" or op.body_limit < (1 << 62):
+        if body.contents[key].kind != "opaque" or op.body_limit < UNBOUNDED:
             context.body_limit = op.body_limit
         return ALLOW
 
@@ -150,10 +151,9 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
 
 
 def _invalid(reason: str, part: str, violations: list[Violation], cap: int) -> Verdict:
-    shown = tuple(violations[:cap])
+    """A 400 listing at most ``cap`` of the violations; the detail counts them all."""
     count = len(violations)
-    noun = "problem" if count == 1 else "problems"
-    return deny(400, reason, f"the request's {part} do not match the API's schema "
-                f"({count} {noun})" if part == "parameters" else
-                f"the request body does not match the API's schema ({count} {noun})",
-                violations=shown)
+    subject = "request's parameters do" if part == "parameters" else "request body does"
+    return deny(400, reason, f"the {subject} not match the API's schema "
+                f"({count} problem{'' if count == 1 else 's'})",
+                violations=tuple(violations[:cap]))
