@@ -115,34 +115,29 @@ def load_config(path: str | os.PathLike) -> Config:
     if problems:
         texts = dict.fromkeys(text for _, text in sorted(problems, key=lambda p: p[0]))
         raise ConfigError(list(texts), source=name)
-    for api in config.apis:
-        api.spec = api.spec and _resolve(base, api.spec)
-    config.events.file = config.events.file and _resolve(base, config.events.file)
-    for api in config.apis:
-        _resolve_identity_paths(api.checks, base)
-    if config.tls is not None:
-        for key in ("cert", "key", "client_ca", "crl"):
-            value = getattr(config.tls, key)
-            if value is not None:
-                setattr(config.tls, key, _resolve(base, value))
-    return config
+    return _resolve_paths(config, base)
 
 
-def _resolve_identity_paths(checks: Any, base: Path) -> None:
-    """Files named in checks.identity are relative to the config file, like the rest."""
-    identity = getattr(checks, "identity", None)
-    if identity is None:
-        return
-    store = identity.key_store
-    if "://" not in store:
-        identity.key_store = str(_resolve(base, store))
-    for scheme in identity.schemes.values():
-        jwt = scheme.jwt
-        if jwt is not None:
-            update = {key: _resolve(base, getattr(jwt, key)) for key in ("jwks_file", "key_file")
-                      if getattr(jwt, key) is not None}
-            if update:
-                scheme.jwt = jwt.model_copy(update=update)
+def _resolve_paths(model: BaseModel, base: Path) -> Any:
+    """Every ``Path`` anywhere in the config (spec, events.file, tls.*, a check's files)
+    made absolute against ``base``, the config file's directory: a new Path setting needs
+    nothing here. The key store is a URL or a path, so it is resolved by name."""
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path):
+            updates[name] = _resolve(base, value)
+        elif isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base)
+        elif isinstance(value, list):
+            updates[name] = [_resolve_paths(v, base) if isinstance(v, BaseModel) else v
+                             for v in value]
+        elif isinstance(value, dict):
+            updates[name] = {k: _resolve_paths(v, base) if isinstance(v, BaseModel) else v
+                             for k, v in value.items()}
+        elif name == "key_store" and isinstance(value, str) and "://" not in value:
+            updates[name] = str(_resolve(base, value))
+    return model.model_copy(update=updates) if updates else model
 
 
 def config_from_flags(*, listen: str, upstream: str, spec: str | None = None,
@@ -165,9 +160,7 @@ def config_from_flags(*, listen: str, upstream: str, spec: str | None = None,
             problems.append(f"{_FLAGS.get(where, where)}: {_message(error)}")
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source="command line")
-    if spec is not None:
-        config.apis[0].spec = _resolve(Path.cwd(), spec)
-    return config
+    return _resolve_paths(config, Path.cwd())
 
 
 def load_spec_document(path: Path) -> dict:

@@ -130,6 +130,26 @@ def test_relative_paths_are_resolved_from_the_config_directory(tmp_path, monkeyp
     assert config.events.file.resolve() == tmp_path / "var" / "events.jsonl"
 
 
+def test_every_file_setting_is_relative_to_the_config_directory(tmp_path, monkeypatch):
+    conf_dir = tmp_path / "etc"
+    write(conf_dir, "tls: {cert: s.crt, key: s.key, client_ca: ca.crt, crl: ca.crl}\n"
+                    "apis:\n  - upstream: {url: 'http://a'}\n    checks:\n      identity:\n"
+                    "        key_store: keys.db\n        schemes:\n"
+                    "          b: {jwt: {jwks_file: jwks.json, algorithms: [RS256]}}\n"
+                    "  - name: mem\n    match: {path_prefix: /m}\n"
+                    "    upstream: {url: 'http://a'}\n"
+                    "    checks: {identity: {key_store: 'memory://'}}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(conf_dir / "apiward.yaml")
+    tls = config.tls
+    assert (tls.cert, tls.key, tls.client_ca, tls.crl) == tuple(
+        conf_dir / name for name in ("s.crt", "s.key", "ca.crt", "ca.crl"))
+    identity = config.apis[0].checks.identity
+    assert identity.key_store == str(conf_dir / "keys.db")
+    assert identity.schemes["b"].jwt.jwks_file == conf_dir / "jwks.json"
+    assert config.apis[1].checks.identity.key_store == "memory://"  # a URL stays a URL
+
+
 def test_absolute_spec_path_is_kept(here, tmp_path_factory):
     spec = write(tmp_path_factory.mktemp("specs"), SPEC, "api.yaml")
     config = load_config(write(here, f"apis: [{{spec: '{spec}', upstream: {{url: 'http://a'}}}}]"))
