@@ -63,6 +63,8 @@ def run(config_path: Path | None, listen: str | None, upstream: str | None,
     _compile(config)  # once up front, so a config that cannot run fails here, clearly
     try:
         code = serve(config, config_path.resolve() if config_path else None)
+    except ConfigError as error:  # what changed between the check above and the start
+        fail(error)
     except OSError as error:
         err.print(f"[bold red]error[/]: cannot listen on {config.listen}: "
                   f"{error.strerror or error}", markup=True)

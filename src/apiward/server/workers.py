@@ -159,6 +159,9 @@ class Supervisor:
             asyncio.run(serve(self.config, self.source, sock,
                               lambda: os.write(ready_fd, b"r")))
             code = 0
+        except ConfigError as error:  # e.g. a JWKS URL down since the parent's check
+            log.error("worker %d cannot start: %s", os.getpid(), "; ".join(error.problems))
+            code = error.exit_code
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
