@@ -251,6 +251,9 @@ def compile_spec(path: Path, undeclared_query: bool = False) -> CompiledSpec:
         raise
     except (ValueError, TypeError, KeyError) as err:  # what validation let through
         raise SpecError(f"{path}: cannot compile: {err}", str(path)) from None
+    except RecursionError:  # a long $ref chain: each link is short enough to validate
+        raise SpecError(f"{path}: cannot compile: schemas nest too deeply through $ref",
+                        str(path)) from None
 
 
 def _components(spec: SpecDocument, kind: str) -> dict:
