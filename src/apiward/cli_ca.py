@@ -171,14 +171,15 @@ def _when(moment: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
 
 
-def _say(text: str) -> None:
+def _say(text: str, markup: bool = False) -> None:
     from apiward.cli import err
 
-    err.print(text, markup=False)
+    err.print(text, markup=markup)
 
 
 def _fail(message: str) -> NoReturn:
-    """One line on stderr, exit 2 (as ``apiward.cli.fail`` does for configs)."""
+    """One line on stderr, exit 2 (as ``apiward.cli.fail`` does for configs); shared by
+    ``apiward ca`` and ``apiward keys``."""
     from rich.markup import escape
 
     from apiward.cli import err

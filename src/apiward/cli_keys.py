@@ -7,11 +7,12 @@ Gateways reading the same store pick up a change at their next refresh (seconds)
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
+
+from apiward.cli_ca import _fail, _say, _when
 
 DEFAULT_STORE = "apiward.db"
 
@@ -53,7 +54,7 @@ def create(name: str, scopes: tuple[str, ...], expires: str | None, store_url: s
     click.echo(key)
     _say(f"created API key {record.name!r} (id {record.id}, scopes: "
          f"{' '.join(sorted(record.scopes)) or 'none'}, expires: "
-         f"{_when(record.expires) if record.expires else 'never'})")
+         f"{_when(record.expires)})")
     _say("[bold yellow]warning[/]: this is the only time the key is shown; store it now "
          "(apiward keeps only its hash)", markup=True)
 
@@ -78,7 +79,7 @@ def list_(as_json: bool, store_url: str) -> None:
         return
     rows = [("NAME", "ID", "STATUS", "SCOPES", "CREATED", "EXPIRES")] + [
         (r.name, r.id, r.status(now), ",".join(sorted(r.scopes)) or "-",
-         _when(r.created), _when(r.expires) if r.expires else "never")
+         _when(r.created), _when(r.expires))
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -134,27 +135,3 @@ def _existing(store_url: str) -> None:
     if path is not None and not path.exists():
         _fail(f"no state store at {path}: pass --store PATH or set APIWARD_STORE "
               "(keys are kept where `apiward keys create` put them)")
-
-
-def _when(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _say(text: str, markup: bool = False) -> None:
-    from apiward.cli import err
-
-    err.print(text, markup=markup)
-
-
-def _fail(message: str) -> NoReturn:
-    """One line on stderr, exit 2 (as ``apiward.cli.fail`` does for configs)."""
-    from apiward.cli import err
-
-    err.print(f"[bold red]error[/]: {_escape(message)}", markup=True)
-    sys.exit(2)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
