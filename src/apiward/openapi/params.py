@@ -291,7 +291,7 @@ class ParameterSet:
             except _Bad as bad:
                 problems.append(Violation(rule.where, bad.rule, bad.message))
         if self._cookie:
-            jar = _cookies(headers)
+            jar = cookie_jar(headers)
             for rule in self._cookie:
                 raw = _spread(rule, jar, frozenset()) if rule.spread else jar.get(rule.name)
                 _take(rule, raw, values, problems)
@@ -390,7 +390,8 @@ def _parse_query(query: str, bad: list[Violation]) -> dict[str, Any]:
     return pairs
 
 
-def _cookies(headers: Any) -> dict[str, list[str]]:
+def cookie_jar(headers: Any) -> dict[str, list[str]]:
+    """Every cookie of the request's Cookie headers: {name: [values]}, quotes removed."""
     jar: dict[str, list[str]] = {}
     for line in headers.getall("cookie"):
         for item in line.split(";"):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiward.errors import SpecError
+from apiward.openapi.params import cookie_jar
 from apiward.pipeline.request import Request
 from apiward.pipeline.verdict import Verdict, deny
 
@@ -31,7 +32,7 @@ class Scheme:
                 return bool(request.headers.get(self.param))
             if self.location == "query":
                 return bool(request.query_params.get(self.param))
-            return self.param in cookie_names(request)
+            return self.param in cookie_jar(request.headers)
         if self.kind == "mutualTLS":
             return request.tls is not None and bool(getattr(request.tls, "fingerprint", None))
         value = request.headers.get("authorization")
@@ -106,16 +107,6 @@ def missing_credentials(alternatives: tuple[SecurityRequirement, ...],
     headers = tuple(("WWW-Authenticate", c) for c in challenges)
     return deny(401, "missing_credentials",
                 f"this operation needs credentials ({' or '.join(names)})", headers=headers)
-
-
-def cookie_names(request: Request) -> set[str]:
-    names = set()
-    for header in request.headers.getall("cookie"):
-        for pair in header.split(";"):
-            name, sep, _ = pair.partition("=")
-            if sep:
-                names.add(name.strip())
-    return names
 
 
 def _scheme(name: str, raw: dict) -> Scheme:
