@@ -18,6 +18,7 @@ so the token's ``alg`` header can only pick among the algorithms its key was loa
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import time
 import urllib.error
@@ -294,3 +295,6 @@ def fetch_jwks(url: str, *, timeout: float = FETCH_TIMEOUT,
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
         raise JwksError(f"{url}: {reason}") from None
+    except http.client.HTTPException as error:  # not HTTP (BadStatusLine), cut short
+        raise JwksError(f"{url}: not a valid HTTP answer ({type(error).__name__}: "
+                        f"{error})") from None

@@ -230,3 +230,29 @@ def test_jwks_url_policy(url, ok) -> None:
     else:
         with pytest.raises(ValueError):
             check_jwks_url(url)
+
+
+def test_a_url_that_does_not_answer_http_is_a_jwks_error() -> None:
+    import socket
+    import threading
+
+    from apiward.identity.jwks import fetch_jwks
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(JwksError, match="not a valid HTTP answer"):
+            fetch_jwks(f"http://127.0.0.1:{server.getsockname()[1]}/jwks", timeout=5)
+    finally:
+        thread.join(5)
+        server.close()
