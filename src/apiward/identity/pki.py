@@ -238,7 +238,7 @@ class CertificateAuthority:
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise CaError(f"{key_path}: a {type(key).__name__}; apiward's CA uses an EC "
                           "or RSA key")
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():
+        if key.public_key() != cert.public_key():  # also when the two kinds differ
             raise CaError(f"{key_path} does not belong to the certificate in {cert_path}; "
                           "restore the matching pair from a backup")
         try:

@@ -123,6 +123,20 @@ def test_load_reads_the_ca_back(ca: CertificateAuthority) -> None:
     assert [e.name for e in again.list()] == ["alice"]
 
 
+def _ed25519_cert_pem() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.x509.oid import NameOID
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed25519 CA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now()).not_valid_after(now() + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, None))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def test_load_says_what_is_wrong_and_what_to_do(tmp_path: Path,
                                                 ca: CertificateAuthority) -> None:
     with pytest.raises(CaError, match=r"no CA directory at .*apiward ca init --dir"):
@@ -133,6 +147,11 @@ def test_load_says_what_is_wrong_and_what_to_do(tmp_path: Path,
     ca.key_path.write_bytes(other.key_path.read_bytes())
     with pytest.raises(CaError, match=r"ca.key does not belong to the certificate"):
         CertificateAuthority.load(ca.directory)
+    good_cert = ca.cert_path.read_bytes()
+    ca.cert_path.write_bytes(_ed25519_cert_pem())  # a kind of key with no public_numbers
+    with pytest.raises(CaError, match=r"ca.key does not belong to the certificate"):
+        CertificateAuthority.load(ca.directory)
+    ca.cert_path.write_bytes(good_cert)
     ca.key_path.write_bytes(b"not a key")
     with pytest.raises(CaError, match=r"ca.key: not a PEM private key"):
         CertificateAuthority.load(ca.directory)
