@@ -49,6 +49,11 @@ def create(name: str, scopes: tuple[str, ...], expires: str | None, store_url: s
             expiry = apikeys.parse_expiry(expires, now)
         except ValueError as error:
             _fail(f"--expires: {error}")
+    try:  # before the store is opened: a refused name must not leave a new empty store
+        apikeys.check_name(name)
+        apikeys.check_scopes(scopes)
+    except apikeys.ApiKeyError as error:
+        _fail(str(error))
     record, key = _run(store_url,
                        lambda store: apikeys.create(store, name, scopes, expiry, now=now))
     click.echo(key)

@@ -174,3 +174,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str],
         args += ["--store", str(store)]
     refused(apiward("keys", *args, cwd=tmp_path), *fragments)
     assert not (tmp_path / "nowhere.db").exists()  # list and revoke never make a store
+
+
+def test_a_refused_name_or_scope_makes_no_store(tmp_path: Path) -> None:
+    refused(apiward("keys", "create", "bad name", cwd=tmp_path), "invalid key name")
+    refused(apiward("keys", "create", "x", "--scope", "two words", cwd=tmp_path),
+            "invalid scope")
+    assert not (tmp_path / "apiward.db").exists()
