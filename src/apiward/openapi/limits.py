@@ -92,7 +92,11 @@ def derive_limits(schema: Any, base_uri: str, spec: SpecDocument, media_kind: st
     if media_kind not in ("json", "form"):
         return DerivedLimits(None, None, f"{media_kind} bodies get no derived limit")
     bounder = _Bounder(spec, media_kind)
-    found = bounder.bound(schema, base_uri, (base_uri, pointer), 0)
+    try:
+        found = bounder.bound(schema, base_uri, (base_uri, pointer), 0)
+    except RecursionError:  # a long $ref chain: no limit is derived, none is wrong
+        return DerivedLimits(None, None, f"{show(spec, (base_uri, pointer))}: the schema "
+                             "nests too deeply through $ref to bound")
     if isinstance(found, Unbounded):
         return DerivedLimits(None, None, found.why)
     if media_kind == "form":
