@@ -588,7 +588,7 @@ def _reader(rule: ParameterRule, spec: Any, schema: Any, base: str,
     return _object(rule, decode, _property_coercers(spec, schema, base))
 
 
-def _one(rule: ParameterRule, raw: Any) -> str:
+def _one(raw: Any) -> str:
     """The single raw value of a query, header or cookie parameter (a path one is a str)."""
     if type(raw) is str:
         return raw
@@ -603,7 +603,7 @@ def _primitive(rule: ParameterRule, decode: Callable[[str], str],
     name = rule.name
     if not prefix:  # the common case; extract reads a str with nothing to decode inline
         def simple(raw: Any) -> Any:
-            text = raw if type(raw) is str else _one(rule, raw)
+            text = raw if type(raw) is str else _one(raw)
             if decode is not _plain and ("%" in text or "+" in text):
                 text = decode(text)
             return coerce(text) if coerce is not None else text
@@ -613,9 +613,7 @@ def _primitive(rule: ParameterRule, decode: Callable[[str], str],
         return simple
 
     def read(raw: Any) -> Any:
-        text = _one(rule, raw)
-        if prefix:
-            text = _strip_prefix(text, prefix, name if prefix == ";" else None)
+        text = _strip_prefix(_one(raw), prefix, name if prefix == ";" else None)
         value = decode(text)
         return coerce(value) if coerce is not None else value
 
@@ -638,10 +636,10 @@ def _array(rule: ParameterRule, decode: Callable[[str], str],
         if location in ("query", "cookie"):
             if style in ("spaceDelimited", "pipeDelimited") and not explode:
                 delimiter = " " if style == "spaceDelimited" else "|"
-                return decode(_one(rule, raw)).split(delimiter)
+                return decode(_one(raw)).split(delimiter)
             if explode:
                 return [decode(v) for v in ((raw,) if type(raw) is str else raw)]
-            return [decode(v) for v in _one(rule, raw).split(",")]
+            return [decode(v) for v in _one(raw).split(",")]
         if location == "header":
             return [v.strip(" \t") for v in ",".join(raw).split(",")]
         if style == "label":
@@ -692,9 +690,9 @@ def _object(rule: ParameterRule, decode: Callable[[str], str],
 
     def read(raw: Any) -> dict[str, Any]:
         if rule.spread:  # {property: raw values}, from several query names
-            return build([(key, decode(_one(rule, values))) for key, values in raw.items()])
+            return build([(key, decode(_one(values))) for key, values in raw.items()])
         if location in ("query", "cookie"):
-            text = _one(rule, raw)
+            text = _one(raw)
             if style in ("spaceDelimited", "pipeDelimited"):
                 tokens = decode(text).split(" " if style == "spaceDelimited" else "|")
                 if len(tokens) % 2:
@@ -754,7 +752,7 @@ def _content_reader(rule: ParameterRule, decode: Callable[[str], str]) -> Reader
     is_json = media == "application/json" or media.endswith("+json")
 
     def read(raw: Any) -> Any:
-        text = _one(rule, raw)
+        text = _one(raw)
         value = decode(text)
         if not is_json:
             return value
