@@ -193,7 +193,7 @@ class ParameterSet:
         self._query = [_step(r, r.read, inline=False) for r in query]
         self._query_plain = [_step(r, r.plain or r.read) for r in query]
         self._header = [_step(r, r.read) for r in self.rules if r.location == "header"]
-        self._cookie = [r for r in self.rules if r.location == "cookie"]
+        self._cookie = [_step(r, r.read) for r in self.rules if r.location == "cookie"]
         self._declared = frozenset(r.name for r in query if not r.spread).union(
             *(r.properties for r in query if r.spread == "form"))
         self._deep = tuple(r.name + "[" for r in query if r.spread == "deep")
@@ -281,20 +281,12 @@ class ParameterSet:
             if self._check_undeclared:
                 problems += self._undeclared(pairs)
         for rule, name, read, missing, _, _ in self._header:
-            found = headers.getall(name)
-            if not found:
-                if missing is not None:
-                    problems.append(missing)
-                continue
-            try:
-                values.append((rule, read(found)))
-            except _Bad as bad:
-                problems.append(Violation(rule.where, bad.rule, bad.message))
+            _take(rule, read, headers.getall(name) or None, missing, values, problems)
         if self._cookie:
             jar = cookie_jar(headers)
-            for rule in self._cookie:
-                raw = _spread(rule, jar, frozenset()) if rule.spread else jar.get(rule.name)
-                _take(rule, raw, values, problems)
+            for rule, name, read, missing, _, _ in self._cookie:
+                raw = _spread(rule, jar, frozenset()) if rule.spread else jar.get(name)
+                _take(rule, read, raw, missing, values, problems)
         return values, problems
 
     def _spread_query(self, steps: list[_Step], pairs: dict[str, Any], values: list,
@@ -309,14 +301,7 @@ class ParameterSet:
                         not raw or (type(raw) is list and "" in raw)):
                     problems.append(empty)
                     continue
-            if raw is None:
-                if missing is not None:
-                    problems.append(missing)
-                continue
-            try:
-                values.append((rule, read(raw)))
-            except _Bad as bad:
-                problems.append(Violation(rule.where, bad.rule, bad.message))
+            _take(rule, read, raw, missing, values, problems)
 
     def _undeclared(self, pairs: dict[str, Any]) -> list[Violation]:
         out = []
@@ -350,13 +335,17 @@ def _missing(rule: ParameterRule) -> Violation:
                      f"parameter {_shown(rule.name)!r} is missing")
 
 
-def _take(rule: ParameterRule, raw: Any, values: list, problems: list) -> None:
+def _take(rule: ParameterRule, read: Reader, raw: Any, missing: Violation | None,
+          values: list, problems: list) -> None:
+    """``read(raw)`` into ``values``, or what is wrong into ``problems`` (``missing`` when
+    ``raw`` is None and the rule is required). ``extract``'s path and query loops have
+    this inlined."""
     if raw is None:
-        if rule.required:
-            problems.append(_missing(rule))
+        if missing is not None:
+            problems.append(missing)
         return
     try:
-        values.append((rule, rule.read(raw)))
+        values.append((rule, read(raw)))
     except _Bad as bad:
         problems.append(Violation(rule.where, bad.rule, bad.message))
 
