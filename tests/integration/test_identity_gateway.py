@@ -39,6 +39,7 @@ SPEC = {
         "key": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         "basic": {"type": "http", "scheme": "basic"},
+        "ckey": {"type": "apiKey", "in": "cookie", "name": "session"},
         "oauth": {"type": "oauth2", "flows": {"clientCredentials": {
             "tokenUrl": "https://issuer.test/token", "scopes": {"reports:read": "read"}}}},
     }},
@@ -52,6 +53,7 @@ SPEC = {
         "/either": {"get": {"security": [{"key": []}, {"bearer": []}], "responses": OK}},
         "/both": {"get": {"security": [{"key": [], "bearer": []}], "responses": OK}},
         "/basic": {"get": {"security": [{"basic": []}, {"key": []}], "responses": OK}},
+        "/cookie": {"get": {"security": [{"ckey": []}], "responses": OK}},
     },
 }
 
@@ -101,7 +103,8 @@ def setup(upstream: CountingUpstream, signing_key: rsa.RSAPrivateKey, keys: dict
     config = gateway_config(
         {"upstream": {"url": upstream.url}, "spec": str(spec), "checks": {"identity": {
             "key_store": str(keys["store"]),
-            "schemes": {"key": {"api_keys": {}}, "bearer": {"jwt": jwt_config},
+            "schemes": {"key": {"api_keys": {}}, "ckey": {"api_keys": {}},
+                        "bearer": {"jwt": jwt_config},
                         "oauth": {"jwt": jwt_config}},
         }}}, events_file=events)
     with start_gateway(config, directory) as gw:
@@ -280,3 +283,11 @@ def test_basic_auth_is_never_accepted_but_an_alternative_is(gateway, keys) -> No
     response = httpx.get(gateway.url + "/basic", headers=basic, timeout=10)
     assert response.status_code == 401
     assert call(gateway, "/basic", keys["plain"]).status_code == 200
+
+
+def test_a_key_in_the_cookie_the_spec_names(gateway: GatewayProcess, keys) -> None:
+    def with_cookie(value: str) -> httpx.Response:
+        return httpx.get(gateway.url + "/cookie", headers={"Cookie": value}, timeout=10)
+    assert with_cookie(f"theme=dark; session={keys['plain']}").status_code == 200
+    refused(with_cookie("theme=dark"), 401, "missing_credentials")
+    refused(with_cookie(f"session={keys['gone']}"), 401, "key_revoked")

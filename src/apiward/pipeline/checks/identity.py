@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apiward.errors import ConfigError
 from apiward.identity.jwt_config import JwtConfig
+from apiward.openapi.params import cookie_jar
 from apiward.openapi.security import Scheme, SecurityRequirement
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
@@ -331,12 +332,8 @@ def _api_key(scheme: Scheme, request) -> str | None:
         values = request.query_params.get(scheme.param)
         return values[0] if values else None
     if scheme.location == "cookie":
-        for header in request.headers.getall("cookie"):
-            for pair in header.split(";"):
-                name, _, value = pair.partition("=")
-                if name.strip() == scheme.param:
-                    return value.strip()
-        return None
+        values = cookie_jar(request.headers).get(scheme.param)
+        return values[0] if values else None
     return request.headers.get(scheme.param)
 
 
