@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-tls clean
+# Real peers the tests run against, each one word: a Debian package and the command it
+# installs (make test installs the missing ones).
+TEST_TOOLS := redis-server
+SUDO = $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.PHONY: demo test deps-test lint bench bench-tls clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,9 +20,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/apiward demo
 
-test: $(STAMP)
+test: $(STAMP) deps-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+deps-test:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing from Debian's packages"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || \
+	  ($(SUDO) apt-get update -q && \
+	   $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing); \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
