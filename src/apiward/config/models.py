@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -98,6 +99,44 @@ class Match(Strict):
         return value
 
 
+_ENDPOINT_KEY = re.compile(r"(?:[A-Z]+ )?/[^\s?#]*")
+
+
+class LoadShedding(Strict):
+    """A cap on calls in flight to the API's upstream, per worker process; beyond it a call
+    gets 503 with Retry-After. ``adaptive`` moves the cap between min and max with upstream
+    latency. ``priorities`` maps ``"METHOD /template"``, ``"/template"`` (any method) or
+    ``"*"`` to ``low``, ``normal`` (the default), ``high`` or ``critical``."""
+
+    max_inflight: int = Field(256, ge=1)
+    min_inflight: int = Field(4, ge=1, description="<= max_inflight; unset: 4 or max")
+    adaptive: bool = True
+    tolerance: float = Field(0.5, ge=0, description="how much slower than the baseline "
+                             "latency (0.5: 50%) before the cap falls")
+    retry_after: Duration = 1.0
+    priorities: dict[str, Literal["low", "normal", "high", "critical"]] = Field(
+        default_factory=dict)
+
+    @field_validator("priorities")
+    @classmethod
+    def _endpoint_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [key for key in value if key != "*" and not _ENDPOINT_KEY.fullmatch(key)]
+        if bad:
+            raise ValueError("; ".join(
+                f'{key!r} is not an endpoint: expected "METHOD /path/template" (method in '
+                'upper case, one space), "/path/template" (any method) or "*"' for key in bad))
+        return value
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> LoadShedding:
+        if "min_inflight" not in self.model_fields_set:  # the default yields to a small max
+            self.min_inflight = min(self.min_inflight, self.max_inflight)
+        if self.min_inflight > self.max_inflight:
+            raise ValueError(f"min_inflight ({self.min_inflight}) must be <= max_inflight "
+                             f"({self.max_inflight})")
+        return self
+
+
 with warnings.catch_warnings():  # "schema" shadows BaseModel.schema(), a deprecated helper
     warnings.simplefilter("ignore", UserWarning)  # nothing here calls
     ChecksConfig = create_model(  # type: ignore[call-overload]
@@ -114,6 +153,7 @@ class Api(Strict):
     spec: Path | None = None
     mode: Mode = "block"
     checks: ChecksConfig = Field(default_factory=ChecksConfig)  # type: ignore[valid-type]
+    load_shedding: LoadShedding | None = None  # absent: no cap on calls in flight
 
     @model_validator(mode="after")
     def _spec_checks(self) -> Api:
