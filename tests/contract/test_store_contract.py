@@ -1,5 +1,6 @@
-"""The Store contract: one suite, run against every backend (memory and SQLite; Redis joins
-by adding one entry to BACKENDS). Time is a clock the test moves, never a sleep."""
+"""The Store contract: one suite, run against every backend (memory, SQLite and a real
+Redis). Time is a clock the test moves, never a sleep; a backend that keeps its own time
+(Redis) runs the tests that move the clock on its real clock, scaled down (ServerClock)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from apiward.state.memory import MemoryStore
 from apiward.state.sqlite import SqliteStore
@@ -31,41 +34,159 @@ class FakeClock:
         self.now += seconds
 
 
-# name -> (opens a store on (tmp_path, clock), shared between processes?)
-BACKENDS: dict[str, tuple[Callable[[Path, FakeClock], Store], bool]] = {
-    "memory": (lambda tmp, clock: open_store("memory://", clock=clock), False),
-    "sqlite": (lambda tmp, clock: open_store(f"sqlite://{tmp / 'state.db'}", clock=clock),
-               True),
+SCALE = 0.1  # on a backend with its own clock, one second of a test is 0.1 s of real time
+
+
+class ServerClock:
+    """Time on a Redis, which no test can move. ``advance(s)`` waits, polling the server's
+    TIME, until ``s * SCALE`` seconds and 2 ms more have passed on it since the call; the
+    TTLs the test writes are scaled alike (ScaledTtls). So when it returns, every entry
+    written before the call whose TTL fits into ``s`` has expired by Redis's own judgement
+    (Redis drops a key after its last millisecond): what the test says is gone is gone,
+    without a guess. What it says is still there is, as long as this machine does not stall
+    for longer than the rest of that TTL (the tests leave seconds of test time, 0.4 s)."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = redis.Redis.from_url(url)
+
+    def __call__(self) -> float:
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def advance(self, seconds: float) -> None:
+        target = self() + seconds * SCALE + 0.002
+        deadline = time.monotonic() + seconds * SCALE + 10
+        while (now := self()) < target:
+            assert time.monotonic() < deadline, "the Redis server's clock stopped"
+            time.sleep(min(target - now, 0.01))  # between polls of the server's clock
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class UnmovableClock:
+    """The clock of a backend with its own time, in a test not marked movable_clock."""
+
+    def __call__(self) -> float:
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        raise AssertionError("this test moves the clock: mark it @pytest.mark.movable_clock")
+
+
+class ScaledTtls:
+    """``store`` with every TTL multiplied by SCALE, for the tests run on a ServerClock."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.store.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self.store.set(key, value, _scaled(ttl))
+
+    async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        return await self.store.add(key, value, _scaled(ttl))
+
+    async def delete(self, key: str) -> bool:
+        return await self.store.delete(key)
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        return await self.store.incr(key, amount, _scaled(ttl))
+
+    async def scan(self, prefix: str) -> list[tuple[str, bytes]]:
+        return await self.store.scan(prefix)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def _scaled(ttl: float | None) -> float | None:
+    return None if ttl is None else ttl * SCALE
+
+
+@dataclass(frozen=True)
+class Kind:
+    url: Callable[[pytest.FixtureRequest, Path], str]  # a fresh, empty store for one test
+    shared: bool = False  # several processes can use one store at once
+    own_clock: bool = False  # expires entries by a clock of its own, which no test moves
+
+
+BACKENDS: dict[str, Kind] = {
+    "memory": Kind(lambda request, tmp: "memory://"),
+    "sqlite": Kind(lambda request, tmp: f"sqlite://{tmp / 'state.db'}", shared=True),
+    "redis": Kind(lambda request, tmp: request.getfixturevalue("redis_url"), shared=True,
+                  own_clock=True),
 }
 
 
 @dataclass
 class Backend:
     name: str
-    store: Store
-    clock: FakeClock
+    url: str
+    clock: Any  # FakeClock, or ServerClock / UnmovableClock for a backend with its own
     tmp: Path
+    scaled: bool  # TTLs scaled to a ServerClock
+
+    def open(self) -> Store:
+        """Another handle on the backend's store."""
+        store = open_store(self.url, clock=self.clock)
+        return ScaledTtls(store) if self.scaled else store  # type: ignore[return-value]
+
+    def __post_init__(self) -> None:
+        self.store = self.open()
+
+
+_runner: asyncio.Runner | None = None
+
+
+@pytest.fixture(autouse=True)
+def _one_loop() -> Iterator[None]:
+    """The coroutines of one test run in one event loop, as in a gateway process."""
+    global _runner
+    with asyncio.Runner() as runner:
+        _runner = runner
+        try:
+            yield
+        finally:
+            _runner = None
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
+    assert _runner is not None
+    return _runner.run(coro)
+
+
+def _open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    name: str = request.param
+    kind = BACKENDS[name]
+    node = request.node
+    if kind.own_clock and node.get_closest_marker("exact_clock"):
+        pytest.skip(f"{name} expires entries by its own clock, which a test cannot stop a "
+                    "moment before a deadline (the movable_clock tests cover its expiry)")
+    url = kind.url(request, tmp_path)
+    movable = kind.own_clock and node.get_closest_marker("movable_clock") is not None
+    clock = (ServerClock(url) if movable else UnmovableClock()) if kind.own_clock \
+        else FakeClock()
+    backend = Backend(name, url, clock, tmp_path, scaled=movable)
+    try:
+        yield backend
+    finally:
+        run(backend.store.close())
+        if isinstance(clock, ServerClock):
+            clock.close()
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    clock = FakeClock()
-    store = BACKENDS[request.param][0](tmp_path, clock)
-    yield Backend(request.param, store, clock, tmp_path)
-    run(store.close())
+    yield from _open_backend(request, tmp_path)
 
 
-@pytest.fixture(params=sorted(name for name, (_, shared) in BACKENDS.items() if shared))
+@pytest.fixture(params=sorted(name for name, kind in BACKENDS.items() if kind.shared))
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Backends that several processes can use at once."""
-    clock = FakeClock()
-    store = BACKENDS[request.param][0](tmp_path, clock)
-    yield Backend(request.param, store, clock, tmp_path)
-    run(store.close())
+    yield from _open_backend(request, tmp_path)
 
 
 # -- get, set, delete ------------------------------------------------------------------------
@@ -101,6 +222,7 @@ def test_set_refuses_non_bytes_and_bad_ttls(backend: Backend) -> None:
     run(scenario())
 
 
+@pytest.mark.movable_clock
 def test_delete_says_whether_a_live_entry_went(backend: Backend) -> None:
     async def scenario() -> None:
         store = backend.store
@@ -117,7 +239,22 @@ def test_delete_says_whether_a_live_entry_went(backend: Backend) -> None:
 
 # -- expiry --------------------------------------------------------------------------------
 
+@pytest.mark.movable_clock
 def test_an_entry_vanishes_when_its_ttl_is_up(backend: Backend) -> None:
+    async def scenario() -> None:
+        store, clock = backend.store, backend.clock
+        await store.set("k", b"v", ttl=10)
+        assert await store.get("k") == b"v"
+        assert await store.scan("") == [("k", b"v")]
+        clock.advance(10)
+        assert await store.get("k") is None
+        assert await store.scan("") == []
+
+    run(scenario())
+
+
+@pytest.mark.exact_clock
+def test_an_entry_lives_until_exactly_its_deadline(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
         await store.set("k", b"v", ttl=10)
@@ -130,23 +267,25 @@ def test_an_entry_vanishes_when_its_ttl_is_up(backend: Backend) -> None:
     run(scenario())
 
 
+@pytest.mark.movable_clock
 def test_set_replaces_the_ttl(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
-        await store.set("forever", b"1", ttl=5)
+        await store.set("forever", b"1", ttl=1)
         await store.set("forever", b"2")  # no ttl: never expires now
-        await store.set("longer", b"1", ttl=5)
-        await store.set("longer", b"2", ttl=50)
-        clock.advance(10)
+        await store.set("longer", b"1", ttl=1)
+        await store.set("longer", b"2", ttl=10)
+        clock.advance(2)
         assert await store.get("forever") == b"2"
         assert await store.get("longer") == b"2"
-        clock.advance(40)
+        clock.advance(8)
         assert await store.get("longer") is None
         assert await store.get("forever") == b"2"
 
     run(scenario())
 
 
+@pytest.mark.movable_clock
 def test_many_expired_entries_do_not_linger(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
@@ -163,6 +302,7 @@ def test_many_expired_entries_do_not_linger(backend: Backend) -> None:
 
 # -- add -----------------------------------------------------------------------------------
 
+@pytest.mark.movable_clock
 def test_add_writes_only_when_absent_or_expired(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
@@ -171,7 +311,7 @@ def test_add_writes_only_when_absent_or_expired(backend: Backend) -> None:
         assert await store.get("k") == b"first"
         clock.advance(5)
         assert await store.add("k", b"third") is True
-        clock.advance(1000)
+        clock.advance(10)
         assert await store.get("k") == b"third"  # the new entry took no ttl
 
     run(scenario())
@@ -215,6 +355,7 @@ def test_incr_refuses_a_value_that_is_not_an_integer(backend: Backend) -> None:
     run(scenario())
 
 
+@pytest.mark.movable_clock
 def test_incr_sets_the_ttl_only_when_it_creates_the_key(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
@@ -224,11 +365,11 @@ def test_incr_sets_the_ttl_only_when_it_creates_the_key(backend: Backend) -> Non
         clock.advance(4)
         assert await store.get("window") is None
         assert await store.incr("window", 3, ttl=10) == 3  # a new window
-        clock.advance(9)
+        clock.advance(5)
         assert await store.get("window") == b"3"
         await store.set("plain", b"7")
         assert await store.incr("plain", ttl=1) == 8  # existing: stays without ttl
-        clock.advance(100)
+        clock.advance(5)
         assert await store.get("plain") == b"8"
 
     run(scenario())
@@ -246,15 +387,16 @@ def test_incr_is_atomic_across_concurrent_tasks(backend: Backend) -> None:
 
 # -- scan ----------------------------------------------------------------------------------
 
+@pytest.mark.movable_clock
 def test_scan_finds_live_keys_by_prefix_sorted(backend: Backend) -> None:
     async def scenario() -> None:
         store, clock = backend.store, backend.clock
         for key in ("user:b", "user:a", "user", "users:x", "usex", "ban:1", "user:é", "user;"):
             await store.set(key, key.encode())
-        await store.set("user:gone", b"x", ttl=1)
+        await store.set("user:gone", b"x", ttl=5)
         assert [k for k, _ in await store.scan("user:")] == [
             "user:a", "user:b", "user:gone", "user:é"]
-        clock.advance(1)
+        clock.advance(5)
         found = await store.scan("user:")
         assert found == [("user:a", b"user:a"), ("user:b", b"user:b"),
                          ("user:é", "user:é".encode())]
@@ -319,13 +461,9 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _url(backend: Backend) -> str:
-    return f"sqlite://{backend.tmp / 'state.db'}"
-
-
 def test_processes_share_one_store_and_incr_stays_atomic(shared: Backend) -> None:
     workers, each = 4, 400
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, _url(shared), str(each), str(i)],
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, shared.url, str(each), str(i)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for i in range(workers)]
     try:
@@ -358,16 +496,17 @@ def test_processes_share_one_store_and_incr_stays_atomic(shared: Backend) -> Non
     run(check())
 
 
+@pytest.mark.movable_clock
 def test_a_second_handle_sees_writes_deletes_and_ttls(shared: Backend) -> None:
-    other = BACKENDS[shared.name][0](shared.tmp, shared.clock)
+    other = shared.open()
 
     async def scenario() -> None:
-        await shared.store.set("k", b"v", ttl=30)
+        await shared.store.set("k", b"v", ttl=5)
         assert await other.get("k") == b"v"
         assert await other.delete("k") is True
         assert await shared.store.get("k") is None
-        await other.set("t", b"x", ttl=30)
-        shared.clock.advance(30)
+        await other.set("t", b"x", ttl=5)
+        shared.clock.advance(5)
         assert await shared.store.get("t") is None
         await other.close()
 
@@ -385,8 +524,9 @@ def test_open_store_understands_urls_and_paths(tmp_path: Path, monkeypatch: pyte
     assert store_path("sqlite:///var/lib/a.db") == Path("/var/lib/a.db")
     assert store_path("sqlite://rel/a.db") == Path("rel/a.db")
     assert store_path(tmp_path / "x.db") == tmp_path / "x.db"
-    for url, what in (("memory://x", "no path"), ("redis://localhost", "Redis"),
-                      ("ftp://x", "unknown scheme")):
+    assert store_path("redis://localhost") is None  # no file: nothing to look for
+    assert store_path("rediss+cluster://h:7000") is None
+    for url, what in (("memory://x", "no path"), ("ftp://x", "unknown scheme")):
         with pytest.raises(StoreError, match=what):
             store_path(url)
     memory = open_store("memory://")

@@ -11,7 +11,12 @@ contract. Every backend passes tests/contract/test_store_contract.py.
   forked workers);
 - ``sqlite:///abs/path.db``, ``sqlite://rel/path.db``, or a plain path — a SQLite file
   in WAL mode, shared by every process on the machine; ``sqlite://`` alone or no argument
-  means ``apiward.db`` in the current directory.
+  means ``apiward.db`` in the current directory;
+- ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS),
+  ``redis+cluster://host:port`` (Redis Cluster) — Redis, shared by every gateway node;
+  the query may add ``prefix=`` (default ``apiward:``), ``connect_timeout=``,
+  ``timeout=``, ``max_connections=`` and, with TLS, ``ssl_ca_certs=``, ``ssl_certfile=``,
+  ``ssl_keyfile=`` (see apiward.state.redis).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from apiward.errors import ApiwardError
 
@@ -38,7 +44,7 @@ class StoreError(ApiwardError):
 
 @runtime_checkable
 class Store(Protocol):
-    """Async key-value state with expiry. Backends: memory, sqlite (and redis later)."""
+    """Async key-value state with expiry. Backends: memory, sqlite, redis."""
 
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
@@ -93,13 +99,41 @@ def parse_counter(key: str, value: bytes) -> int:
         raise ValueError(f"store key {key!r} does not hold an integer") from None
 
 
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def is_redis_url(target: str | os.PathLike[str] | None) -> bool:
+    if not isinstance(target, str) or "://" not in target:
+        return False
+    return target.split("://", 1)[0].lower() in REDIS_SCHEMES
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # a URL urlsplit refuses (a broken [IPv6] host): hide the userinfo
+        userinfo, at, host = url.partition("://")[2].rpartition("@")
+        return url if not at else url.replace(userinfo + "@", "***@", 1)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def open_store(url_or_path: str | os.PathLike[str] | None = None, *,
                clock: Clock = time.time) -> Store:
     """The store named by ``url_or_path`` (see the module docstring), opened now.
 
     Opening a SQLite store touches the disk: call it at start-up, off the event loop, and
-    in each process that uses it (after fork). Raises StoreError when it cannot be opened.
+    in each process that uses it (after fork). Opening a Redis store does no I/O: an
+    unreachable Redis is a StoreError from the first call; Redis keeps time itself, so
+    ``clock`` is not used there. Raises StoreError when it cannot be opened.
     """
+    if is_redis_url(url_or_path):
+        from apiward.state.redis import RedisStore
+
+        return RedisStore(os.fspath(url_or_path))  # type: ignore[arg-type]
     path = store_path(url_or_path)
     if path is None:
         from apiward.state.memory import MemoryStore
@@ -112,8 +146,10 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *,
 
 def store_path(url_or_path: str | os.PathLike[str] | None = None) -> Path | None:
     """The SQLite file that ``url_or_path`` names, or None for a store without one
-    (``memory://``). StoreError for a URL no backend serves."""
+    (``memory://``, a Redis URL). StoreError for a URL no backend serves."""
     target = os.fspath(url_or_path) if url_or_path is not None else ""
+    if is_redis_url(target):
+        return None
     if target.startswith("memory://"):
         if target != "memory://":
             raise StoreError(f"store {target!r}: a memory store takes no path; "
@@ -123,9 +159,6 @@ def store_path(url_or_path: str | os.PathLike[str] | None = None) -> Path | None
         target = target[len("sqlite://"):]
     elif "://" in target:
         scheme = target.split("://", 1)[0]
-        if scheme in ("redis", "rediss"):
-            raise StoreError(f"store {target!r}: the Redis backend is not available yet; "
-                             "use a SQLite file for now")
-        raise StoreError(f"store {target!r}: unknown scheme {scheme}://; use memory://, "
-                         "sqlite:///path or a file path")
+        raise StoreError(f"store {redact_url(target)!r}: unknown scheme {scheme}://; use "
+                         "memory://, sqlite:///path, redis://host:port/db or a file path")
     return Path(target or DEFAULT_PATH)
