@@ -55,8 +55,11 @@ class CompiledApi:
     upstream_host: bytes
     preserve_host: bool
     response_timeout: float
+    request_buffering: bool
     periodic: tuple[Callable[[], Awaitable[None]], ...] = ()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    after_checks: tuple[Check, ...] = ()  # told how each call ended
+    deferring: Check | None = None  # the head check whose verdict may come later
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None and host != self.host:
@@ -180,6 +183,8 @@ def compile_api(api: Api) -> CompiledApi:
         head_checks=checks,
         body_checks=tuple(c for c in checks if c.run_body is not None),
         response_checks=tuple(c for c in checks if c.run_response is not None),
+        after_checks=tuple(c for c in checks if c.run_after is not None),
+        deferring=next((c for c in checks if c.defers), None),
         pool=UpstreamPool(
             upstream.host,
             upstream.port,
@@ -192,6 +197,7 @@ def compile_api(api: Api) -> CompiledApi:
         upstream_host=upstream_host.encode("idna"),
         preserve_host=upstream.preserve_host,
         response_timeout=upstream.response_timeout,
+        request_buffering=upstream.request_buffering,
         periodic=tuple(deps.periodic),
         closers=tuple(deps.closers),
     )
@@ -211,6 +217,7 @@ class Runtime:
         self.body_size = limits.body_size
         self.header_timeout = limits.header_timeout
         self.body_timeout = limits.body_timeout
+        self.min_body_rate = limits.min_body_rate
         self.keepalive_timeout = limits.keepalive_timeout
         self.send_timeout = limits.send_timeout
         self.max_connections = limits.max_connections

@@ -137,7 +137,9 @@ def scripted() -> Iterator[dict[str, ScriptedUpstream]]:
 def gateway(upstream: CountingUpstream, scripted: dict[str, ScriptedUpstream],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     apis = [{"name": prefix.strip("/"), "match": {"path_prefix": prefix},
-             "upstream": {"url": server.url, "response_timeout": "3s"}}
+             "upstream": {"url": server.url, "response_timeout": "3s",
+                          # /early answers before the body is whole: bodies must stream
+                          "request_buffering": prefix != "/early"}}
             for prefix, server in scripted.items()]
     apis.append({"name": "tight", "match": {"host": TIGHT},
                  "upstream": {"url": upstream.url, "connect_timeout": "1s",

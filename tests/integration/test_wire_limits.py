@@ -55,8 +55,20 @@ def gateway(upstream: WireUpstream, tmp_path_factory: pytest.TempPathFactory
         "header_size": HEADER_SIZE, "header_count": HEADER_COUNT,
         "target_length": TARGET_LENGTH, "body_size": BODY_SIZE,
         "header_timeout": TIMEOUT, "body_timeout": TIMEOUT, "keepalive_timeout": TIMEOUT,
+        "min_body_rate": 0,  # the pause timeouts alone; the minimum rate has its own tests
     }
     with wire_gateway(tmp_path_factory.mktemp("limits"), upstream, limits=limits) as gw:
+        yield gw
+
+
+MIN_RATE = 400  # bytes per second
+
+
+@pytest.fixture(scope="module")
+def rated(upstream: WireUpstream, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[GatewayProcess]:
+    limits = {"body_timeout": TIMEOUT, "min_body_rate": MIN_RATE, "body_size": 1 << 20}
+    with wire_gateway(tmp_path_factory.mktemp("rated"), upstream, limits=limits) as gw:
         yield gw
 
 
@@ -374,6 +386,39 @@ def test_body_arriving_steadily_is_not_timed_out(gateway: GatewayProcess) -> Non
     assert response.json()["body"] == "bbbbbbbb"
 
 
+def test_slow_body_below_the_minimum_rate_is_cut(rated: GatewayProcess,
+                                                 upstream: WireUpstream) -> None:
+    """R.U.D.Y.: a byte well within each pause timeout, but far below the minimum rate,
+    is cut at body_timeout + received / min_body_rate, and the upstream sees nothing."""
+    before = upstream.completed
+    with RawClient(rated.port) as client:
+        client.send(b"POST /echo/slow HTTP/1.1\r\n" + HOST + b"Content-Length: 100000\r\n\r\n")
+        started = time.monotonic()
+        answer = None
+        for _ in range(40):  # 40 x TIMEOUT/5 = 4 s if never cut
+            if not client.try_send(b"r") or not client.silent_for(TIMEOUT / 5):
+                answer = client.response(timeout=TIMEOUT)
+                break
+        elapsed = time.monotonic() - started
+    assert answer is not None, "a body at 5 B/s was never cut"
+    assert_problem(answer, 408)
+    assert EARLIEST < elapsed < LATEST + 40 / MIN_RATE
+    assert nothing_forwarded(upstream, before)
+
+
+def test_body_above_the_minimum_rate_is_served(rated: GatewayProcess) -> None:
+    with RawClient(rated.port) as client:
+        size = 8 * 200
+        client.send(b"POST /echo/fast HTTP/1.1\r\n" + HOST + b"Content-Length: %d\r\n\r\n"
+                    % size)
+        for _ in range(8):  # 200 bytes every TIMEOUT/4: 1600 B/s in all, over 1 s
+            assert client.silent_for(TIMEOUT / 4)
+            client.send(b"f" * 200)
+        response = client.response()
+    assert response.status == 200
+    assert len(response.json()["body"]) == size
+
+
 # -- connection limits --------------------------------------------------------------------
 PER_IP, TOTAL = 2, 4
 
@@ -391,13 +436,16 @@ def limited(upstream: WireUpstream, tmp_path_factory: pytest.TempPathFactory
 
 
 @contextlib.contextmanager
-def held(port: int, source: str, count: int) -> Iterator[list[RawClient]]:
-    """``count`` connections from ``source``, each proven admitted by a served request."""
+def held(port: int, source: str, count: int, busy: bool = False) -> Iterator[list[RawClient]]:
+    """``count`` connections from ``source``, each proven admitted by a served request;
+    ``busy``: each then has a head begun (not idle: never reaped to make room)."""
     clients = [RawClient(port, source=source) for _ in range(count)]
     try:
         for client in clients:
             client.send(request("GET", "/echo/held"))
             assert client.response().status == 200
+            if busy:
+                client.send(b"GET /echo/busy HTTP/1.1\r\n")
         yield clients
     finally:
         for client in clients:
@@ -437,11 +485,20 @@ def test_connections_per_ip_over_the_limit_are_refused(limited: GatewayProcess,
 
 def test_connections_over_the_total_are_refused(limited: GatewayProcess,
                                                 upstream: WireUpstream) -> None:
-    with held(limited.port, "127.0.0.4", PER_IP), held(limited.port, "127.0.0.5", PER_IP):
+    with held(limited.port, "127.0.0.4", PER_IP, busy=True), \
+            held(limited.port, "127.0.0.5", PER_IP, busy=True):
         before = upstream.requests
         refused_connection(limited.port, "127.0.0.6")
         assert nothing_forwarded(upstream, before)
     assert wait_until(lambda: admitted(limited.port, "127.0.0.6")), "slots must free on close"
+
+
+def test_idle_keep_alive_connections_make_room_at_the_total(limited: GatewayProcess) -> None:
+    """At the cap, an idle keep-alive connection is closed so a new client gets in."""
+    with held(limited.port, "127.0.0.4", PER_IP) as idle, \
+            held(limited.port, "127.0.0.5", PER_IP, busy=True):
+        assert admitted(limited.port, "127.0.0.6")
+        assert any(client.closed_within(3) for client in idle)
 
 
 @pytest.mark.parametrize("body", [b"", b"b" * (BODY_SIZE + 1)], ids=["head_only", "with_body"])

@@ -37,6 +37,9 @@ class Limits(Strict):
     body_size: Size = 1024 * 1024
     header_timeout: Duration = 10.0
     body_timeout: Duration = 30.0
+    # The average rate a body must keep after its first body_timeout: a body may take
+    # body_timeout + size / min_body_rate in all (slow POST / R.U.D.Y.). 0: no minimum.
+    min_body_rate: Size = 1024
     keepalive_timeout: Duration = 60.0
     send_timeout: Duration = 60.0
     max_connections: int = Field(10_000, ge=1)
@@ -59,6 +62,10 @@ class Upstream(Strict):
     connect_timeout: Duration = 5.0
     response_timeout: Duration = 60.0
     preserve_host: bool = True
+    # Read a request body whole (within limits.body_size) before the upstream connection
+    # is used, as nginx does: a slow or cut-short body ties up only the gateway. false:
+    # bodies stream through (large uploads), unless a body check reads them anyway.
+    request_buffering: bool = True
     pool: Pool = Field(default_factory=Pool)
 
     @field_validator("url")

@@ -68,6 +68,9 @@ class Operation:
     # or cookie parameters, no security, no body): targets already found valid, so a hot
     # one is judged once. None for every other operation.
     known_good: set[str] | None = None
+    tags: tuple[str, ...] = ()
+    # The operation's ``x-`` extensions (``x-apiward-cost``, ``x-apiward-priority``).
+    extensions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -176,6 +179,8 @@ class CompiledSpec:
             base=base,
             body_limit=body_limit,
             json_depth=json_depth,
+            tags=tuple(str(tag) for tag in raw.get("tags") or () if isinstance(tag, str)),
+            extensions={k: v for k, v in raw.items() if isinstance(k, str) and k.startswith("x-")},
         )
 
     def _body(self, raw: dict, base: str) -> BodyRule:

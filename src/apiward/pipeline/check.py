@@ -26,6 +26,7 @@ class CheckConfig(BaseModel):
 
 
 ResponseJudge = Callable[[Request, Context, int, list[bytes], bytes | None], Verdict]
+AfterHook = Callable[[Request, Context, int, "str | None"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class Deps:
     periodic: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # What to close when the runtime retires (stores the check opened).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The node's shared limiter table (ratelimit/table.py); None: this process's own.
+    table: Any = None
 
 
 NO_DEPS = Deps()
@@ -51,6 +54,10 @@ class Check:
 
     A check with ``run_body`` also judges the body, in the body stage: the server reads
     the body (within ``context.body_limit``) only when a head check asked for it.
+
+    A head check whose verdict needs the state store over the network (Redis) returns
+    ALLOW and leaves ``context.pending``: an awaitable of its Verdict, which the server
+    awaits before the call goes upstream. It runs last among the head checks.
     """
 
     name: str
@@ -62,3 +69,9 @@ class Check:
     # hold) before the client sees it; a denial in block mode becomes a 502.
     run_response: ResponseJudge | None = None
     response_mode: Mode = "log"
+    # Told how the call ended, once its status is known: the status sent and the name of
+    # the check that refused it (None when the upstream answered). Never changes the
+    # answer; for what is decided after the fact (a cost by status, a refund).
+    run_after: AfterHook | None = None
+    # Leaves its verdict in ``context.pending`` (see above) instead of returning it.
+    defers: bool = False

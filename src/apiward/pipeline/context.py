@@ -11,9 +11,15 @@ class Context:
     ``identity`` by the identity check; ``store`` is the state store; ``now`` one clock
     reading (wall time, seconds) for the whole call. ``body_limit`` is set by a head check
     that wants to judge the body: the server then reads at most that many bytes before the
-    body checks run; None means the body streams through unread."""
+    body checks run; None means the body streams through unread.
 
-    __slots__ = ("api", "body_limit", "endpoint", "identity", "now", "path_params", "store")
+    The ratelimit check writes the rest: ``pending`` (its verdict still to come from the
+    store: an awaitable the server awaits before forwarding), ``response_lines`` (header
+    lines for the answer, e.g. ``RateLimit``) and ``limited`` (what it charged, so a call
+    refused later is given back)."""
+
+    __slots__ = ("api", "body_limit", "endpoint", "identity", "limited", "now", "path_params",
+                 "pending", "response_lines", "store")
 
     def __init__(self, api: Any, now: float, store: Any = None) -> None:
         self.api = api
@@ -23,3 +29,6 @@ class Context:
         self.path_params: dict[str, str] = {}
         self.identity: Any = None
         self.body_limit: int | None = None
+        self.pending: Any = None
+        self.response_lines: bytes = b""
+        self.limited: Any = None

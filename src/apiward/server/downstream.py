@@ -27,8 +27,13 @@ from httptools import (
 from apiward.errors import WireError
 from apiward.pipeline.context import Context
 from apiward.pipeline.request import Request
-from apiward.pipeline.runner import run_body_checks, run_checks, run_response_checks
-from apiward.pipeline.verdict import Verdict, deny
+from apiward.pipeline.runner import (
+    CHECK_FAILED,
+    run_body_checks,
+    run_checks,
+    run_response_checks,
+)
+from apiward.pipeline.verdict import ALLOW, Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable
 from apiward.server.tls import TlsFacts, handshake_facts
@@ -75,23 +80,28 @@ class Call:
         "body_limit",
         "body_parts",
         "body_received",
+        "body_started",
         "buffered",
         "close_after",
         "conn",
         "context",
+        "deciding",
         "expect_continue",
         "head",
         "http10",
         "id_line",
         "is_head",
+        "judge_body",
         "judge_response",
         "keep_alive",
         "local",
+        "refused_by",
         "request",
         "resp_chunked",
         "resp_close_delimited",
         "resp_held",
         "resp_started",
+        "status",
     )
 
     def __init__(self, body_limit: int = 0) -> None:
@@ -110,8 +120,12 @@ class Call:
         self.body_done = False
         self.body_parts: list[bytes] = []
         self.body_limit = body_limit
-        # The body is read whole and judged by the body checks before anything is sent.
+        # The body is read whole before anything is sent (request buffering: a slow or
+        # cut-short body ties up only the gateway), and judged by the body checks when
+        # ``judge_body``.
         self.buffered = False
+        self.judge_body = False
+        self.body_started = 0.0  # when its body began (monotonic, set by the sweeper)
         self.context: Context | None = None
         self.conn: UpstreamConnection | None = None
         self.resp_started = False
@@ -120,6 +134,11 @@ class Call:
         # The answer is held whole for the response checks before the client sees it.
         self.judge_response = False
         self.resp_held: HeldResponse | None = None
+        # How the call ended, for the checks told afterwards: the status sent and the
+        # check that refused it (None: the upstream answered).
+        self.status = 0
+        self.refused_by: str | None = None
+        self.deciding = False  # a check's verdict is awaited from the store
 
 
 class Downstream(asyncio.Protocol):
@@ -491,10 +510,12 @@ class Downstream(asyncio.Protocol):
                     verdict = deny(413, "body_too_large",
                                    "the request body is larger than this operation accepts")
                     return self._blocked(call, verdict, "limits")
-                call.buffered = True
+                call.buffered = call.judge_body = True
                 call.body_limit = limit
             if api.response_checks and context.endpoint is not None:
                 call.judge_response = True
+        if api.request_buffering and call.body_length != 0:
+            call.buffered = True
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
@@ -554,24 +575,29 @@ class Downstream(asyncio.Protocol):
         return b"\r\n".join(lines)
 
     def _judge_body(self, call: Call) -> None:
-        """The body stage: the whole body is here; the body checks judge it, then it is
-        forwarded with a Content-Length (a chunked body is re-framed) or refused."""
-        request, api, context = call.request, call.api, call.context
-        assert request is not None and api is not None and context is not None
-        body = b"".join(call.body_parts)
+        """The body stage: the whole body is here; the body checks judge it (when one
+        asked to), then it is forwarded with a Content-Length (a chunked body is
+        re-framed) or refused."""
+        parts = call.body_parts
+        body = b"".join(parts) if len(parts) != 1 else parts[0]
         call.body_parts = [body]
         call.body_length = len(body)
-        request.body = body
-        refusal = run_body_checks(api.body_checks, request, context, self._would_block)
-        if refusal is not None:
-            self._blocked(call, refusal[1], refusal[0].name, body_read=True)
-        else:
-            call.head += b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        if call.judge_body:
+            request, api, context = call.request, call.api, call.context
+            assert request is not None and api is not None and context is not None
+            request.body = body
+            refusal = run_body_checks(api.body_checks, request, context, self._would_block)
+            if refusal is not None:
+                self._blocked(call, refusal[1], refusal[0].name, body_read=True)
+                return
+        call.head += b"\r\nContent-Length: %d\r\n\r\n" % len(body)
 
     def _blocked(self, call: Call, verdict: Verdict, check: str, body_read: bool = False) -> Call:
         request = call.request
         assert request is not None
         self._event(request, check, "block", verdict, call.context)
+        call.status = verdict.status
+        call.refused_by = check
         close = ((not body_read and (call.body_length != 0 or call.expect_continue))
                  or not call.keep_alive)
         call.local = problem_response(
@@ -654,6 +680,13 @@ class Downstream(asyncio.Protocol):
             transport.write(call.local)
             self._finish(call)
             return
+        if call.deciding:
+            return  # _decide goes on
+        context = call.context
+        if context is not None and context.pending is not None:
+            call.deciding = True
+            self.gateway.spawn(self._decide(call, context.pending))
+            return
         if call.expect_continue and not call.body_done:
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if call.buffered and not call.body_done:  # on_message_complete goes on
@@ -669,6 +702,33 @@ class Downstream(asyncio.Protocol):
             self._block(CONNECTING)
             self.deadline_kind = 0
             self.gateway.spawn(self._connect(call, api))
+
+    async def _decide(self, call: Call, pending: Any) -> None:
+        """Await the verdict a head check left pending (a store over the network), then
+        serve the call or refuse it, as that check's mode says."""
+        api = call.api
+        assert api is not None and api.deferring is not None
+        check = api.deferring
+        try:
+            verdict = await pending
+        except Exception:
+            log.exception("check %r failed", check.name)
+            verdict = ALLOW if check.on_error == "allow" else CHECK_FAILED
+        call.deciding = False
+        call.context.pending = None  # type: ignore[union-attr]
+        if self.active is not call or self.transport is None:
+            return  # the client went away meanwhile
+        request = call.request
+        assert request is not None
+        if not verdict.allowed:
+            if check.mode == "block":
+                call.body_parts = []
+                self._blocked(call, verdict, check.name, body_read=call.body_done)
+            else:
+                self._would_block(request, call.context, check.name, verdict)  # type: ignore[arg-type]
+        self._start(call)
+        if self.out:
+            self.flush()
 
     async def _connect(self, call: Call, api: CompiledApi) -> None:
         try:
@@ -720,6 +780,9 @@ class Downstream(asyncio.Protocol):
     def _finish(self, call: Call) -> None:
         """The answer to ``call`` is fully written: next call, idle, or close."""
         self.active = None
+        api = call.api
+        if api is not None and api.after_checks and call.context is not None:
+            self._after(call, api)
         transport = self.transport
         if transport is None:
             self.out.clear()
@@ -744,6 +807,15 @@ class Downstream(asyncio.Protocol):
         if self.blockers:
             self._unblock(PIPELINE)
         self._await_head()
+
+    def _after(self, call: Call, api: CompiledApi) -> None:
+        """Tell the checks that asked how the call ended (its status, who refused it)."""
+        request, context = call.request, call.context
+        for check in api.after_checks:
+            try:
+                check.run_after(request, context, call.status, call.refused_by)  # type: ignore[misc]
+            except Exception:
+                log.exception("check %r failed after the call", check.name)
 
     def _await_head(self) -> None:
         """Nothing to answer: time the next head (begun) or the idle keep-alive."""
@@ -772,6 +844,10 @@ class Downstream(asyncio.Protocol):
             return
         lines[0] = STATUS_LINES.get(status) or b"HTTP/1.1 %d Status" % status
         lines.append(call.id_line)
+        call.status = status
+        context = call.context
+        if context is not None and context.response_lines:
+            lines.append(context.response_lines)
         bodyless = call.is_head or status in NO_BODY_STATUS
         call.resp_close_delimited = not (bodyless or framed)
         if not (bodyless or has_length):
@@ -897,6 +973,8 @@ class Downstream(asyncio.Protocol):
         assert request is not None
         verdict = deny(status, reason, detail)
         self._event(request, check, action, verdict, call.context)
+        call.status = status
+        call.refused_by = check
         if call.conn is not None:
             call.conn.abort()
             call.conn = None
@@ -951,6 +1029,15 @@ class Downstream(asyncio.Protocol):
                                      "the upstream did not answer in time")
         elif kind == SEND:
             self._abort()  # the client stopped reading its answer
+
+    def on_slow_body(self) -> None:
+        """The body came in slower than limits.min_body_rate on average: 408, close."""
+        call = self.active
+        if call is not None and call is self.current:
+            self.deadline_kind = BODY
+            self.on_deadline()  # as a body timeout
+        elif self.current is not None:  # a pipelined call's body, behind the active one
+            self._reject(WireError(408, "body_too_slow", "the request body came too slowly"))
 
     def drain(self) -> None:
         """Shutdown: an idle connection closes now, a busy one after its answer."""

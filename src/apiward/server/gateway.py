@@ -21,12 +21,13 @@ from typing import Any
 
 from apiward.errors import ConfigError
 from apiward.runtime import Runtime
-from apiward.server.downstream import Downstream
+from apiward.server.downstream import BODY, IDLE, Downstream
 from apiward.server.tls import load_certificate
 
 log = logging.getLogger("apiward.server")
 
 PERIODIC_INTERVAL = 5.0  # seconds between runs of the runtime's refresh jobs
+REAP_SHARE = 64  # at the connection cap, up to 1/64 of it in idle keep-alives is closed
 
 
 async def _guarded(job: Callable[[], Awaitable[None]]) -> None:
@@ -84,7 +85,9 @@ class Gateway:
     def admit(self, conn: Downstream) -> bool:
         """Count a new connection; False when over the total or per-address limit."""
         runtime = self.runtime
-        if self.draining or len(self.conns) >= runtime.max_connections:
+        if self.draining:
+            return False
+        if len(self.conns) >= runtime.max_connections and not self._reap_idle():
             return False
         per_ip_limit = runtime.max_connections_per_ip
         if per_ip_limit:
@@ -94,6 +97,18 @@ class Gateway:
             self.per_ip[conn.peer_ip] = count + 1
         self.conns.add(conn)
         return True
+
+    def _reap_idle(self) -> bool:
+        """At the cap, idle keep-alive connections make room for new ones: a batch of
+        them is closed in one scan (so a flood of connects costs one scan per batch, not
+        per accept). False when none was idle."""
+        batch = max(1, self.runtime.max_connections // REAP_SHARE)
+        idle = [conn for conn in self.conns if conn.deadline_kind == IDLE
+                and conn.active is None and not conn.queue][:batch]
+        for conn in idle:
+            conn._close()
+            self.forget(conn)
+        return bool(idle)
 
     def forget(self, conn: Downstream) -> None:
         if conn not in self.conns:
@@ -181,6 +196,10 @@ class Gateway:
     def _sweep(self) -> None:
         now = monotonic()
         expired = []
+        slow = []
+        runtime = self.runtime
+        min_rate = runtime.min_body_rate
+        allowance = runtime.body_timeout
         for conn in self.conns:
             kind = conn.deadline_kind
             if not kind:
@@ -189,13 +208,26 @@ class Gateway:
                 conn.deadline = now + conn.timeout(kind)
             elif conn.deadline <= now:
                 expired.append(conn)
+                continue
+            if kind == BODY and min_rate:  # the body as a whole must keep a minimum rate
+                call = conn.current
+                if call is not None:
+                    if not call.body_started:
+                        call.body_started = now
+                    elif now > call.body_started + allowance + call.body_received / min_rate:
+                        slow.append(conn)
         for conn in expired:
             try:
                 conn.on_deadline()
             except Exception:
                 log.exception("timeout handling failed")
                 conn._abort()
-        runtime = self.runtime
+        for conn in slow:
+            try:
+                conn.on_slow_body()
+            except Exception:
+                log.exception("timeout handling failed")
+                conn._abort()
         for api in runtime.apis:
             api.pool.expire(now)
         if runtime.periodic and now >= self._next_periodic:

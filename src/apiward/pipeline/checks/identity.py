@@ -16,7 +16,7 @@ import fnmatch
 import hmac
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,6 +89,8 @@ class Identity:
     id: str
     issuer: str | None = None
     scopes: frozenset[str] = frozenset()
+    # A JWT's verified claims, for checks keyed by one (ratelimit's ``jwt:<claim>``).
+    claims: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.id}" if self.issuer is None else \
@@ -258,7 +260,8 @@ def _jwt_verifier(verifier: Any, deps: Deps) -> Any:
             identity = known[1]
         else:
             identity = Identity("jwt", str(claims.get("sub", "")),
-                                str(claims.get("iss", "")) or None, token_scopes(claims))
+                                str(claims.get("iss", "")) or None, token_scopes(claims),
+                                claims)
             if len(identities) >= IDENTITY_CACHE:
                 identities.clear()
             identities[token] = (claims, identity)
