@@ -5,11 +5,14 @@ Redis). Time is a clock the test moves, never a sleep; a backend that keeps its 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +22,10 @@ import pytest
 import redis
 
 from apiward.state.memory import MemoryStore
+from apiward.state.redis import RedisStore, _px
 from apiward.state.sqlite import SqliteStore
 from apiward.state.store import Store, StoreError, open_store, store_path
+from support.redis_server import RedisServer, free_port
 
 
 class FakeClock:
@@ -485,6 +490,9 @@ def test_processes_share_one_store_and_incr_stays_atomic(shared: Backend) -> Non
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     async def check() -> None:
         store = shared.store
@@ -606,3 +614,249 @@ def test_a_store_opened_before_fork_refuses_the_child(tmp_path: Path) -> None:
         run(store.get("k"))
     store._pid = real_pid  # type: ignore[attr-defined]
     run(store.close())
+
+
+# -- Redis only: its URLs, the prefix, and Redis going away ------------------------------------
+
+def test_redis_urls_open_a_redis_store_that_hides_the_password() -> None:
+    store = open_store("redis://:s3cret@localhost:6379/2")
+    assert isinstance(store, RedisStore)
+    assert store.prefix == "apiward:"
+    assert "s3cret" not in repr(store) and "redis://:***@localhost:6379/2" in repr(store)
+    assert open_store("rediss://u:pw@h:6380/0?prefix=app1:&timeout=0.5").prefix == "app1:"
+    assert open_store("redis+cluster://h:7000").cluster is True  # type: ignore[attr-defined]
+    assert store_path("redis://:s3cret@localhost:6379/2") is None
+    for url, what in (
+            ("redis://:s3cret@h:6379/0?colour=blue", "unknown option 'colour'"),
+            ("redis://:s3cret@h:6379/zero", "database number"),
+            ("redis://:s3cret@h:6379/0?timeout=soon", "timeout='soon' is not a number"),
+            ("redis://:s3cret@h:6379/0?timeout=0", "must be > 0"),
+            ("redis://:s3cret@h:6379/0?ssl_ca_certs=/ca.pem", "need TLS; write rediss://"),
+            ("redis+cluster://:s3cret@h:7000/3", "only database 0"),
+            ("redis://:s3cret@h:port/0", "Port could not be cast")):
+        with pytest.raises(StoreError, match=what) as caught:
+            open_store(url)
+        assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_ttls_go_to_redis_as_milliseconds_rounded_up() -> None:
+    assert [_px(t) for t in (1e-9, 0.0001, 0.001, 0.0011, 0.3, 1.1, 2.5, 86400)] == [
+        1, 1, 1, 2, 300, 1100, 2500, 86_400_000]
+    for ttl in (float("inf"), 1e300):
+        with pytest.raises(ValueError, match="longer than Redis can keep"):
+            _px(ttl)
+
+
+def test_a_fractional_ttl_reaches_redis(redis_url: str) -> None:
+    raw = redis.Redis.from_url(redis_url)
+    store = open_store(redis_url)
+
+    async def scenario() -> None:
+        await store.set("k", b"v", ttl=1.5)
+        await store.add("a", b"v", ttl=0.25)
+        assert await store.incr("n", ttl=2.0005) == 1
+        await store.set("gone", b"v", ttl=0.0001)  # 1 ms, not 0 (which Redis refuses)
+        await store.close()
+
+    try:
+        run(scenario())
+        assert 1400 < raw.pttl("apiward:k") <= 1500
+        assert 150 < raw.pttl("apiward:a") <= 250
+        assert 1900 < raw.pttl("apiward:n") <= 2001
+        assert raw.pttl("apiward:gone") in (-2, 0, 1)  # -2: already expired
+    finally:
+        raw.close()
+
+
+def test_the_prefix_isolates_stores_sharing_one_redis(redis_url: str) -> None:
+    one = open_store(redis_url + "?prefix=one:")
+    two = RedisStore(redis_url, prefix="two:")
+    globby = RedisStore(redis_url, prefix="o*[n]?\\")  # glob characters, taken literally
+    stores = (one, two, globby, open_store(redis_url))
+
+    async def scenario() -> None:
+        for i, store in enumerate(stores):
+            await store.set("k", str(i).encode())
+            await store.incr("n", i + 1, ttl=60)
+        assert [await store.get("k") for store in stores] == [b"0", b"1", b"2", b"3"]
+        for i, store in enumerate(stores):
+            assert await store.scan("") == [("k", str(i).encode()), ("n", str(i + 1).encode())]
+        assert await one.delete("k") is True
+        assert await one.get("k") is None and await two.get("k") == b"1"
+        assert await two.add("k", b"again") is False
+        for store in stores:
+            await store.close()
+
+    run(scenario())
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert sorted(raw.scan_iter()) == [
+            b"apiward:k", b"apiward:n", b"o*[n]?\\k", b"o*[n]?\\n", b"one:n", b"two:k",
+            b"two:n"]
+    finally:
+        raw.close()
+
+
+def test_scan_walks_every_key_of_a_large_prefix(redis_url: str) -> None:
+    store = open_store(redis_url)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        with raw.pipeline(transaction=False) as pipe:
+            for i in range(2500):  # more than one SCAN round and one MGET chunk
+                pipe.set(f"apiward:many:{i:05}", str(i))
+            pipe.set("apiward:manx", "not in the prefix").set("many:0", "no apiward: prefix")
+            pipe.hset("apiward:many:hash", "f", "v")  # not a string: not apiward's, skipped
+            pipe.execute()
+        found = run(store.scan("many:"))
+        assert [k for k, _ in found] == [f"many:{i:05}" for i in range(2500)]
+        assert found[1234] == ("many:01234", b"1234")
+        with pytest.raises(StoreError, match=r"apiward:many:hash holds a Redis type"):
+            run(store.get("many:hash"))
+    finally:
+        run(store.close())
+        raw.close()
+
+
+def test_incr_refuses_what_redis_cannot_count(redis_url: str) -> None:
+    store = open_store(redis_url)
+
+    async def scenario() -> None:
+        with pytest.raises(ValueError, match="64-bit range"):
+            await store.incr("n", 2**63)
+        await store.set("big", str(2**63 - 1).encode())
+        with pytest.raises(ValueError, match="overflow"):
+            await store.incr("big", ttl=5)
+        await store.set("word", b"abc")
+        with pytest.raises(ValueError, match="integer"):
+            await store.incr("word", ttl=5)
+        assert await store.get("word") == b"abc"
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_store_used_from_one_event_loop_then_another(redis_url: str) -> None:
+    """As the identity check does: filled by asyncio.run at start-up, then used in the
+    gateway's loop (each loop gets its own connections)."""
+    store = open_store(redis_url)
+    asyncio.run(store.set("k", b"v"))
+    assert asyncio.run(store.get("k")) == b"v"
+    assert asyncio.run(store.incr("n", ttl=5)) == 1
+    asyncio.run(store.close())
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(store.get("k"))
+    with warnings.catch_warnings():  # the connections of a loop that has ended are closed
+        warnings.simplefilter("ignore", ResourceWarning)  # by the collector, which says so
+        gc.collect()
+
+
+def test_an_unreachable_redis_is_a_store_error_naming_the_url_without_its_password() -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nobody listens there
+    store = open_store(url)  # opening does no I/O: it cannot fail for that
+
+    async def scenario() -> None:
+        for call in (store.get("k"), store.set("k", b"v", ttl=1), store.add("k", b"v"),
+                     store.delete("k"), store.incr("k"), store.incr("k", ttl=1),
+                     store.scan("")):
+            with pytest.raises(StoreError) as caught:
+                await call
+            message = str(caught.value)
+            assert f"cannot reach Redis at {url.replace('s3cret', '***')} (" in message
+            assert "check that redis-server runs there" in message
+            assert "s3cret" not in message
+        await store.close()
+
+    started = time.monotonic()
+    run(scenario())
+    assert time.monotonic() - started < 2  # refused at once, no retries
+
+
+def test_a_redis_that_does_not_answer_is_a_store_error_within_the_timeout() -> None:
+    with socket.socket() as silent:  # accepts connections (in the kernel), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        store = open_store(f"redis://127.0.0.1:{port}/0?timeout=0.2&connect_timeout=0.2")
+
+        async def scenario() -> None:
+            with pytest.raises(StoreError, match=r"cannot reach Redis at .*[Tt]imeout"):
+                await store.get("k")
+            await store.close()
+
+        started = time.monotonic()
+        run(scenario())
+        assert time.monotonic() - started < 1.5
+
+
+def test_a_wrong_password_is_refused_clearly(redis_server: RedisServer,
+                                             tmp_path: Path) -> None:
+    guarded = RedisServer(tmp_path / "guarded", extra_args=("--requirepass", "right-one"))
+    guarded.start()
+    try:
+        good = open_store(guarded.url.replace("redis://", "redis://:right-one@"))
+        bad = open_store(guarded.url.replace("redis://", "redis://:wrong-one@"))
+        none = open_store(guarded.url)
+
+        async def scenario() -> None:
+            await good.set("k", b"v")
+            assert await good.get("k") == b"v"
+            for store in (bad, none):
+                with pytest.raises(StoreError, match="refused us") as caught:
+                    await store.get("k")
+                assert "wrong-one" not in str(caught.value)
+                assert "user and password in the store URL" in str(caught.value)
+            for store in (good, bad, none):
+                await store.close()
+
+        run(scenario())
+    finally:
+        guarded.stop()
+
+
+def test_redis_killed_mid_traffic_is_a_store_error_then_calls_recover(
+        redis_server: RedisServer, redis_url: str) -> None:
+    store = open_store(redis_url)
+    outcomes: list[BaseException | None] = []
+
+    async def traffic(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await store.incr("hits", ttl=60)
+                outcomes.append(None)
+            except Exception as error:  # what escapes is the point
+                outcomes.append(error)
+            await asyncio.sleep(0)
+
+    async def until(predicate: Callable[[], bool], what: str, within: float = 10) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            assert time.monotonic() < deadline, f"no {what} within {within} s"
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(traffic(stop)) for _ in range(4)]
+        await until(lambda: outcomes.count(None) >= 100, "traffic")
+        redis_server.stop()  # mid-traffic: some calls are in flight
+        seen = len(outcomes)
+        await until(lambda: len(outcomes) > seen + 20, "failed calls")
+        for call in (store.get("k"), store.set("k", b"v"), store.add("k", b"v"),
+                     store.delete("k"), store.incr("k"), store.incr("k", ttl=5),
+                     store.scan("")):
+            with pytest.raises(StoreError, match="cannot reach Redis"):
+                await call
+        redis_server.start()  # answers PING again (empty: it keeps nothing on disk)
+        assert await store.incr("after", ttl=5) == 1  # the script is loaded again
+        assert await store.get("after") == b"1"
+        back = len(outcomes)
+        await until(lambda: len(outcomes) >= back + 100, "traffic after the restart")
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert outcomes[back:] == [None] * (len(outcomes) - back)  # all work again
+        await store.close()
+
+    run(scenario())
+    errors = [error for error in outcomes if error is not None]
+    assert errors, "the outage was not seen"
+    assert {type(error) for error in errors} == {StoreError}
+    assert all("cannot reach Redis at" in str(error) for error in errors)

@@ -174,7 +174,8 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._fork != _forks:
             # Another loop (or a forked child): the old client's connections belong to
-            # a loop that has ended, or to the parent; leave them, make our own.
+            # a loop that has ended (the collector closes them) or to the parent; make
+            # our own.
             self._client = self._make()
             self._script = self._client.register_script(INCR_WITH_TTL)
             self._loop, self._fork = loop, _forks
