@@ -7,7 +7,8 @@ client's counters are the same whichever worker its connection lands on, and "10
 Layout: a header of one owner pid per lock stripe, then buckets of ``WINDOW`` slots, each
 slot ``(8-byte key hash, value, expires)``. A key lives in one bucket (its keyed hash picks
 it); an expired slot is free, and a full bucket evicts the entry that expires soonest. An
-empty slot holds hash 0 (never a key's hash) and expires -inf, so it is always chosen first.
+empty slot is all zeros: hash 0 (never a key's hash), expired for any clock reading (now >=
+0), and the fresh mapping costs no memory until its pages are written.
 
 Atomic across processes, one thread per process (a worker's event loop): the locks are
 per process, as fcntl's are.
@@ -46,7 +47,6 @@ _BUCKET = _STEP * WINDOW
 _HEADER = 8 * STRIPES  # owner pid per stripe (0: none recorded)
 _ZERO = bytes(8)
 _ONE = (1).to_bytes(8, "little")
-_EMPTY = _SLOT.pack(_ZERO, 0.0, -math.inf)
 
 _pid = os.getpid()  # os.getpid() is a system call; the owner stamp is on the request path
 
@@ -74,7 +74,6 @@ class SharedTable:
         size = _HEADER + self.slots * _SLOT.size
         flags = mmap.MAP_SHARED if shared else mmap.MAP_PRIVATE
         self._mm = mmap.mmap(-1, size, flags=flags)
-        self._mm[_HEADER:] = _EMPTY * self.slots
         self._owners = memoryview(self._mm)[:_HEADER].cast("q")
         # Keyed, so clients cannot aim keys at one bucket; the key is made before the fork,
         # so every worker hashes alike. Copying a keyed hasher halves the cost (0.44 us).
@@ -274,8 +273,8 @@ class SharedTable:
 
 
 def _vacate(mm: mmap.mmap, base: int) -> int:
-    """The slot for a new key in the bucket at ``base``: empty, else expired, else the
-    entry that expires soonest (evicted)."""
+    """The slot for a new key in the bucket at ``base``: the one that expires soonest,
+    which is an empty or expired one if there is one, else the entry evicted."""
     expiries = _EXPIRIES.unpack_from(mm, base)
     return base + _STEP * expiries.index(min(expiries))
 
