@@ -6,6 +6,6 @@ YAML schema (``apis[].checks.<name>``) from this tuple.
 
 from __future__ import annotations
 
-from apiward.pipeline.checks import identity, ipfilter, methods, route, schema
+from apiward.pipeline.checks import identity, ipfilter, methods, ratelimit, route, schema
 
-CHECKS = (ipfilter, methods, route, identity, schema)
+CHECKS = (ipfilter, methods, route, identity, schema, ratelimit)

@@ -130,6 +130,11 @@ class Supervisor:
         reservation = listen_socket(self.host, self.port, listen=False)
         self.port = reservation.getsockname()[1]
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        from apiward.ratelimit.local import node_table
+
+        # Before the fork, even if no API limits calls yet (a reload may add a limit):
+        # every worker shares the node's limits. Its pages cost memory only once used.
+        node_table()
         read_end, write_end = os.pipe()
         for _ in range(self.config.workers):
             self._spawn(write_end)
