@@ -59,6 +59,8 @@ class CompiledApi:
     periodic: tuple[Callable[[], Awaitable[None]], ...] = ()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
     after_checks: tuple[Check, ...] = ()  # told how each call ended
+    shedder: Any = None  # server.shedding.Shedder: the cap on calls in flight upstream
+    priorities: Any = None  # its endpoint priorities (server.shedding.Priorities)
     deferring: Check | None = None  # the head check whose verdict may come later
 
     def matches(self, host: str, path: str) -> bool:
@@ -172,6 +174,12 @@ def compile_api(api: Api) -> CompiledApi:
     if host and host.startswith("*."):
         host, suffix = None, host[1:]
     upstream = api.upstream
+    shedder = priorities = None
+    if api.load_shedding is not None:
+        from apiward.server.shedding import Shedder, compile_priorities
+
+        shedder = Shedder(api.load_shedding)
+        priorities = compile_priorities(api.load_shedding)
     default_port = upstream.port == 80
     upstream_host = upstream.host if default_port else f"{upstream.host}:{upstream.port}"
     return CompiledApi(
@@ -185,6 +193,8 @@ def compile_api(api: Api) -> CompiledApi:
         response_checks=tuple(c for c in checks if c.run_response is not None),
         after_checks=tuple(c for c in checks if c.run_after is not None),
         deferring=next((c for c in checks if c.defers), None),
+        shedder=shedder,
+        priorities=priorities,
         pool=UpstreamPool(
             upstream.host,
             upstream.port,

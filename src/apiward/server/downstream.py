@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 from http import HTTPStatus
-from time import time
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any
 
 from httptools import (
@@ -36,6 +36,7 @@ from apiward.pipeline.runner import (
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable
+from apiward.server.shedding import PRIORITIES, priority_for
 from apiward.server.tls import TlsFacts, handshake_facts
 from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
@@ -88,6 +89,7 @@ class Call:
         "deciding",
         "expect_continue",
         "head",
+        "head_latency",
         "http10",
         "id_line",
         "is_head",
@@ -95,12 +97,15 @@ class Call:
         "judge_response",
         "keep_alive",
         "local",
+        "priority",
         "refused_by",
         "request",
         "resp_chunked",
         "resp_close_delimited",
         "resp_held",
         "resp_started",
+        "sent_at",
+        "shed",
         "status",
     )
 
@@ -139,6 +144,12 @@ class Call:
         self.status = 0
         self.refused_by: str | None = None
         self.deciding = False  # a check's verdict is awaited from the store
+        # Load shedding: the Shedder that counted this call in flight (released once),
+        # when it went upstream, how long its answer's head took, its priority.
+        self.shed: Any = None
+        self.sent_at = 0.0
+        self.head_latency = -1.0
+        self.priority = 1
 
 
 class Downstream(asyncio.Protocol):
@@ -256,6 +267,8 @@ class Downstream(asyncio.Protocol):
             call.conn.abort()  # an exchange cut short leaves the upstream mid-message
             call.conn.pool.discard(call.conn)
             call.conn = None
+        if call is not None and call.shed is not None:
+            self._release(call)
         self.active = None
         self.queue.clear()
 
@@ -516,6 +529,8 @@ class Downstream(asyncio.Protocol):
                 call.judge_response = True
         if api.request_buffering and call.body_length != 0:
             call.buffered = True
+        if api.priorities is not None:
+            call.priority = _priority(api, request, call.context)
         if target.verbatim and not api.base_path:  # forwarded as received: no re-encoding
             line = raw_method + b" " + self.url + b" HTTP/1.1"
         else:
@@ -695,6 +710,9 @@ class Downstream(asyncio.Protocol):
             return
         api = call.api
         assert api is not None
+        shedder = api.shedder
+        if shedder is not None and call.shed is None and not self._admit(call, shedder):
+            return
         conn = api.pool.take_idle()
         if conn is not None:
             self._attach(call, conn)
@@ -702,6 +720,27 @@ class Downstream(asyncio.Protocol):
             self._block(CONNECTING)
             self.deadline_kind = 0
             self.gateway.spawn(self._connect(call, api))
+
+    def _admit(self, call: Call, shedder: Any) -> bool:
+        """Count the call in flight to its upstream, or refuse it at once (503) when the
+        upstream is at its cap for the call's priority: no queue without bound."""
+        if shedder.admit(call.priority):
+            call.shed = shedder
+            call.sent_at = monotonic()
+            return True
+        verdict = deny(503, "load_shed", "the API is at capacity; retry shortly",
+                       headers=(("Retry-After", str(shedder.retry_after)),))
+        self._blocked(call, verdict, "shedding", body_read=call.body_done)
+        self._start(call)
+        return False
+
+    def _release(self, call: Call) -> None:
+        """The call no longer holds its upstream: its latency (to the answer's head) feeds
+        the adaptive cap; no head at all is a failure."""
+        shedder, call.shed = call.shed, None
+        latency = call.head_latency
+        failed = latency < 0 or call.refused_by is not None
+        shedder.release(latency if latency >= 0 else monotonic() - call.sent_at, failed)
 
     async def _decide(self, call: Call, pending: Any) -> None:
         """Await the verdict a head check left pending (a store over the network), then
@@ -780,6 +819,8 @@ class Downstream(asyncio.Protocol):
     def _finish(self, call: Call) -> None:
         """The answer to ``call`` is fully written: next call, idle, or close."""
         self.active = None
+        if call.shed is not None:
+            self._release(call)
         api = call.api
         if api is not None and api.after_checks and call.context is not None:
             self._after(call, api)
@@ -838,6 +879,8 @@ class Downstream(asyncio.Protocol):
         if call is None:
             return
         call.resp_started = True
+        if call.shed is not None:
+            call.head_latency = monotonic() - call.sent_at
         self.deadline = 0.0  # the upstream timeout now bounds each pause in the body
         if call.judge_response:  # held; once judged, _release_held sends it through here
             call.resp_held = HeldResponse(status, lines, has_length, framed)
@@ -1086,6 +1129,18 @@ class HeldResponse:
         self.framed = framed
         self.parts: list[bytes] = []
         self.size = 0
+
+
+def _priority(api: CompiledApi, request: Request, context: Context | None) -> int:
+    """The call's shedding priority: its operation's ``x-apiward-priority``, else the
+    config's by endpoint template (or path, without a spec)."""
+    endpoint = context.endpoint if context is not None else None
+    if endpoint is not None:
+        named = endpoint.extensions.get("x-apiward-priority") if endpoint.extensions else None
+        if named in PRIORITIES:
+            return PRIORITIES.index(named)
+        return priority_for(api.priorities, request.method, endpoint.template)
+    return priority_for(api.priorities, request.method, request.path)
 
 
 def _chunk(data: bytes) -> bytes:
