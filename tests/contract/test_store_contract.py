@@ -51,8 +51,8 @@ class ServerClock:
     without a guess. What it says is still there is, as long as this machine does not stall
     for longer than the rest of that TTL (the tests leave seconds of test time, 0.4 s)."""
 
-    def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url)
+    def __init__(self, url: str) -> None:  # a cluster's nodes share this machine's clock
+        self._redis = redis.Redis.from_url(url.replace("redis+cluster://", "redis://", 1))
 
     def __call__(self) -> float:
         seconds, micros = self._redis.time()
@@ -123,6 +123,8 @@ BACKENDS: dict[str, Kind] = {
     "sqlite": Kind(lambda request, tmp: f"sqlite://{tmp / 'state.db'}", shared=True),
     "redis": Kind(lambda request, tmp: request.getfixturevalue("redis_url"), shared=True,
                   own_clock=True),
+    "redis-cluster": Kind(lambda request, tmp: request.getfixturevalue("redis_cluster_url"),
+                          shared=True, own_clock=True),
 }
 
 
@@ -750,8 +752,10 @@ def test_a_store_used_from_one_event_loop_then_another(redis_url: str) -> None:
         gc.collect()
 
 
-def test_an_unreachable_redis_is_a_store_error_naming_the_url_without_its_password() -> None:
-    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nobody listens there
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_an_unreachable_redis_is_a_store_error_naming_the_url_without_its_password(
+        scheme: str) -> None:
+    url = f"{scheme}://:s3cret@127.0.0.1:{free_port()}{'/0' * (scheme == 'redis')}"
     store = open_store(url)  # opening does no I/O: it cannot fail for that
 
     async def scenario() -> None:

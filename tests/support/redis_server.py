@@ -36,7 +36,8 @@ def free_port() -> int:
 
 
 def command(sock: socket.socket, *args: str) -> bytes:
-    """Send one command in RESP and read its one-line reply (enough for PING, FLUSHALL)."""
+    """Send one command in RESP and read its reply: a line, or the data of a bulk string
+    (enough for PING, FLUSHALL and the CLUSTER commands used here)."""
     parts = [f"*{len(args)}\r\n".encode()]
     for arg in args:
         data = arg.encode()
@@ -48,6 +49,15 @@ def command(sock: socket.socket, *args: str) -> bytes:
         if not chunk:
             raise ConnectionError("redis-server closed the connection")
         reply += chunk
+    if reply.startswith(b"$") and not reply.startswith(b"$-1"):
+        size = int(reply[1:reply.index(b"\r\n")])
+        data = reply[reply.index(b"\r\n") + 2:]
+        while len(data) < size + 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis-server closed the connection")
+            data += chunk
+        return data[:size]
     return reply
 
 
@@ -118,14 +128,17 @@ class RedisServer:
                                        f"within {READY_TIMEOUT} s: {self._log_tail()}")
             time.sleep(0.01)  # between polls
 
+    def command(self, *args: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            return command(sock, *args)
+
     def ping(self) -> bool:
         """Whether the server answers (PONG, or NOAUTH from one that wants a password)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
             return command(sock, "PING").startswith((b"+PONG", b"-NOAUTH"))
 
     def flushall(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            reply = command(sock, "FLUSHALL")
+        reply = self.command("FLUSHALL")
         if reply != b"+OK\r\n":
             raise RedisServerError(f"FLUSHALL answered {reply!r}")
 
@@ -147,6 +160,49 @@ class RedisServer:
         except OSError:
             return "(no log)"
         return " | ".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``size`` primaries (no replicas) on 127.0.0.1, each a
+    RedisServer with the slots split evenly; ``start()`` waits until every node says
+    cluster_state:ok (polled). ``url`` is ``redis+cluster://`` on the first node."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.bus_ports = [free_port() for _ in range(size)]  # not port + 10000: may be > 65535
+        self.nodes = [RedisServer(directory / f"node{i}", extra_args=(
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(bus), "--cluster-node-timeout", "5000"))
+            for i, bus in enumerate(self.bus_ports)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        slots = 16384
+        for i, node in enumerate(self.nodes):
+            first, last = i * slots // len(self.nodes), (i + 1) * slots // len(self.nodes) - 1
+            node.command("CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+        for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+            self.nodes[0].command("CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus))
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not all(b"cluster_state:ok" in node.command("CLUSTER", "INFO")
+                      for node in self.nodes):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RedisServerError(f"the Redis Cluster did not form within "
+                                       f"{READY_TIMEOUT} s: {self.nodes[0]._log_tail()}")
+            time.sleep(0.02)  # between polls
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            node.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def required() -> bool:
