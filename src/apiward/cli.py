@@ -234,13 +234,15 @@ def demo(port: int) -> None:
 
 
 def _add_command_groups() -> None:
-    """``apiward ca …`` and ``apiward keys …`` live in their own modules (they import
-    nothing heavy until a command runs)."""
+    """``apiward ca …``, ``apiward keys …`` and ``apiward block …`` live in their own
+    modules (they import nothing heavy until a command runs)."""
+    from apiward.cli_block import block
     from apiward.cli_ca import ca
     from apiward.cli_keys import keys
 
     main.add_command(ca)
     main.add_command(keys)
+    main.add_command(block)
 
 
 _add_command_groups()

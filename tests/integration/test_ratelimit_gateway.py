@@ -128,3 +128,34 @@ def test_log_mode_lets_calls_through_and_records_who_would_be_limited(
                                 if e["action"] == "would_block"] or None)
     assert {(e["client_ip"], e["check"], e["reason"]) for e in found} == {
         ("127.0.0.8", "ratelimit", "rate_limited")}
+
+
+def test_block_and_allow_lists_from_apiward_block(upstream: CountingUpstream,
+                                                  tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = tmp_path / "lists.db"
+
+    def block(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "apiward", "block", *args,
+                               "--store", str(store)], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    block("add", "127.0.0.10", "--allow")  # exists before the gateway starts
+    config = gateway_config(limited(upstream, [{"key": "ip", "limits": ["1/min"]}],
+                                    lists=str(store)))
+    with start_gateway(config, tmp_path) as gw:
+        with client(gw, "127.0.0.10") as http:  # allowed: never limited
+            assert [http.get("/echo/a").status_code for _ in range(3)] == [200] * 3
+        block("add", "127.0.0.9", "--reason", "test")
+        with client(gw, "127.0.0.9") as http:
+            def refused() -> Any:
+                answer = http.get("/echo/b")
+                return answer if answer.status_code == 403 else None
+            answer = wait_until(refused, timeout=15, message="the block to apply")
+            assert answer.json()["type"].endswith("blocked")
+        assert "127.0.0.9" in block("list")
+        block("remove", "127.0.0.9")
