@@ -817,6 +817,40 @@ def test_a_wrong_password_is_refused_clearly(redis_server: RedisServer,
         guarded.stop()
 
 
+def test_rediss_speaks_tls_and_checks_the_servers_certificate(redis_server: RedisServer,
+                                                              tmp_path: Path) -> None:
+    from apiward.identity.pki import CertificateAuthority
+
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    cert = ca.issue("redis", kind="server", sans=["127.0.0.1"])
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "tls", extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert.cert),
+        "--tls-key-file", str(cert.key), "--tls-ca-cert-file", str(ca.directory / "ca.crt"),
+        "--tls-auth-clients", "no"))
+    server.start()  # its plain port answers the readiness PING
+    try:
+        base = f"rediss://127.0.0.1:{tls_port}/0"
+        trusting = open_store(f"{base}?ssl_ca_certs={ca.directory / 'ca.crt'}")
+        doubting = open_store(base)  # the system's CAs do not know ours
+        plain = open_store(f"redis://127.0.0.1:{tls_port}/0?timeout=0.5")
+
+        async def scenario() -> None:
+            await trusting.set("k", b"v", ttl=5)
+            assert await trusting.get("k") == b"v"
+            assert await trusting.incr("n", ttl=5) == 1
+            with pytest.raises(StoreError, match=r"verify failed.*with \?ssl_ca_certs="):
+                await doubting.get("k")
+            with pytest.raises(StoreError, match="cannot reach Redis"):
+                await plain.get("k")
+            for store in (trusting, doubting, plain):
+                await store.close()
+
+        run(scenario())
+    finally:
+        server.stop()
+
+
 def test_redis_killed_mid_traffic_is_a_store_error_then_calls_recover(
         redis_server: RedisServer, redis_url: str) -> None:
     store = open_store(redis_url)

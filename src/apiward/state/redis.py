@@ -200,6 +200,9 @@ class RedisStore:
                                   "type apiward does not write; is another program using "
                                   f"the prefix {self.prefix!r}?")
             return StoreError(f"Redis at {self.url}: {detail}")
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            return StoreError(f"cannot reach Redis at {self.url} ({detail}); give the CA "
+                              "that signed its certificate with ?ssl_ca_certs=/path/ca.pem")
         return StoreError(f"cannot reach Redis at {self.url} ({detail}); check that "
                           "redis-server runs there and that the store URL is right")
 
