@@ -737,6 +737,26 @@ def test_incr_refuses_what_redis_cannot_count(redis_url: str) -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "redis-cluster"])
+def test_a_burst_waits_for_one_of_max_connections(request: pytest.FixtureRequest,
+                                                  cluster: bool) -> None:
+    url: str = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    servers: list[RedisServer] = (request.getfixturevalue("redis_cluster").nodes if cluster
+                                  else [request.getfixturevalue("redis_server")])
+    store = open_store(f"{url}?max_connections=3")
+
+    async def scenario() -> None:
+        counts = await asyncio.gather(*(store.incr(f"n{i % 7}", ttl=30) for i in range(700)))
+        assert sorted(counts) == sorted(list(range(1, 101)) * 7)
+        for server in servers:  # the store's connections (not this one, nor a cluster
+            ours = [line for line in server.command("CLIENT", "LIST").decode().splitlines()
+                    if " cmd=client|list " not in line and " cmd=cluster|slots " not in line]
+            assert 0 < len(ours) <= 3, ours  # client's, which asks for the topology)
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_store_used_from_one_event_loop_then_another(redis_url: str) -> None:
     """As the identity check does: filled by asyncio.run at start-up, then used in the
     gateway's loop (each loop gets its own connections)."""

@@ -12,6 +12,10 @@ A Redis that goes away makes each call a StoreError; once it is back, calls work
 (broken pooled connections are replaced when next taken). Nothing is retried, so an
 ``incr`` is never counted twice.
 
+At most ``max_connections`` calls are in flight at once (so at most that many connections
+to a Redis, or to each node of a cluster): a burst beyond waits its turn, at most
+``timeout``, then is a StoreError rather than a flood of connections.
+
 Connections belong to one event loop: the store keeps one client per loop and process, so
 it may be filled in one loop (``asyncio.run`` at start-up) and used in the gateway's.
 """
@@ -24,7 +28,7 @@ import os
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -40,7 +44,7 @@ from apiward.state.store import REDIS_SCHEMES, StoreError, check_entry, check_tt
 DEFAULT_PREFIX = "apiward:"
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection
 TIMEOUT = 2.0  # seconds to wait for a reply, or for a free pooled connection
-MAX_CONNECTIONS = 64  # per process (per cluster node for a cluster)
+MAX_CONNECTIONS = 64  # calls in flight at once, per store and event loop (a burst waits)
 SCAN_COUNT = 1000  # keys SCAN looks at per round trip
 MGET_CHUNK = 1000
 MAX_TTL_MS = 2**53  # ~285,000 years; Redis refuses an expiry past 2**63 ms
@@ -149,6 +153,7 @@ class RedisStore:
             raise StoreError(f"store {self.url!r}: {error}") from None
         self._client: Any = None
         self._script: Any = None
+        self._places = asyncio.Semaphore(self._max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fork = _forks
         self._closed = False
@@ -165,10 +170,11 @@ class RedisStore:
                       max_connections=self._max_connections, **self._ssl)
         if self.cluster:
             return RedisCluster.from_url(self._base, **common)
-        pool = BlockingConnectionPool.from_url(self._base, timeout=self._timeout, **common)
-        return Redis.from_pool(pool)
+        return Redis.from_pool(ConnectionPool.from_url(self._base, **common))
 
-    def _redis(self) -> Any:
+    async def _enter(self) -> tuple[Any, asyncio.Semaphore]:
+        """This loop's client, once one of the ``max_connections`` places for a call in
+        flight is ours: the caller releases it."""
         if self._closed:
             raise StoreError(f"the Redis store {self.url} is closed")
         loop = asyncio.get_running_loop()
@@ -178,8 +184,21 @@ class RedisStore:
             # our own.
             self._client = self._make()
             self._script = self._client.register_script(INCR_WITH_TTL)
+            self._places = asyncio.Semaphore(self._max_connections)
             self._loop, self._fork = loop, _forks
-        return self._client
+        places = self._places
+        if places.locked():  # a burst: wait for a call to finish, within the timeout
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await places.acquire()
+            except TimeoutError:
+                raise StoreError(f"Redis at {self.url}: all {self._max_connections} "
+                                 f"connections stayed busy for {self._timeout} s; is Redis "
+                                 "slow, or should the URL give more (?max_connections=)?"
+                                 ) from None
+        else:
+            await places.acquire()  # free: returns at once
+        return self._client, places
 
     def _key(self, key: str) -> bytes:
         return self._prefix + key.encode()
@@ -209,46 +228,55 @@ class RedisStore:
     # -- the Store calls ---------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        client = self._redis()
+        client, places = await self._enter()
         try:
             return await client.get(self._key(key))
         except FAILURES as error:
             raise self._failed(error, key) from error
+        finally:
+            places.release()
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         ttl = check_entry(value, ttl)
         px = None if ttl is None else _px(ttl)
-        client = self._redis()
+        client, places = await self._enter()
         try:
             await client.set(self._key(key), value, px=px)
         except FAILURES as error:
             raise self._failed(error, key) from error
+        finally:
+            places.release()
 
     async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
         ttl = check_entry(value, ttl)
         px = None if ttl is None else _px(ttl)
-        client = self._redis()
+        client, places = await self._enter()
         try:
             return bool(await client.set(self._key(key), value, px=px, nx=True))
         except FAILURES as error:
             raise self._failed(error, key) from error
+        finally:
+            places.release()
 
     async def delete(self, key: str) -> bool:
-        client = self._redis()
+        client, places = await self._enter()
         try:
             return await client.delete(self._key(key)) > 0
         except FAILURES as error:
             raise self._failed(error, key) from error
+        finally:
+            places.release()
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         ttl = check_ttl(ttl)
         if not -INT64 <= amount < INT64:
             raise ValueError(f"incr amount {amount} is outside Redis's 64-bit range")
-        client = self._redis()
+        px = None if ttl is None else _px(ttl)
+        client, places = await self._enter()
         try:
-            if ttl is None:
+            if px is None:
                 return await client.incrby(self._key(key), amount)
-            return await self._script(keys=[self._key(key)], args=[amount, _px(ttl)])
+            return await self._script(keys=[self._key(key)], args=[amount, px])
         except ResponseError as error:
             text = str(error)
             if "not an integer" in text:
@@ -259,11 +287,13 @@ class RedisStore:
             raise self._failed(error, key) from error
         except FAILURES as error:
             raise self._failed(error, key) from error
+        finally:
+            places.release()
 
     async def scan(self, prefix: str) -> list[tuple[str, bytes]]:
-        client = self._redis()
         start = len(self._prefix)
         pattern = _glob_escape(self._key(prefix)) + b"*"
+        client, places = await self._enter()
         try:
             keys = sorted({key async for key in client.scan_iter(match=pattern,
                                                                  count=SCAN_COUNT)})
@@ -274,6 +304,8 @@ class RedisStore:
                                  else client.mget(chunk))
         except FAILURES as error:
             raise self._failed(error) from error
+        finally:
+            places.release()
         found = []
         for key, value in zip(keys, values, strict=True):
             if value is None:  # expired (or deleted) since SCAN saw it
