@@ -552,7 +552,7 @@ def _remote(config: Config, deps: Deps, local: LocalLimiter) -> Any:
     if store == "memory://":
         return None
     if not store.startswith(("redis://", "rediss://")):
-        raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.store ({store}): "
+        raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.store: "
                            "expected memory:// (this node) or redis://host:port/db"])
     from apiward.ratelimit.redis_limiter import RedisLimiter
 
@@ -567,14 +567,14 @@ def _lists(config: Config, deps: Deps) -> Any:
         return None
     from apiward.pipeline.checks.identity import _run_now
     from apiward.ratelimit.lists import ListTable
-    from apiward.state.store import StoreError, open_store
+    from apiward.state.store import StoreError, open_store, redact_url
 
     try:
         store = open_store(config.lists)
         table = _run_now(ListTable.load(store))
     except (StoreError, OSError) as error:
         raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.lists "
-                           f"({config.lists}): {error}"]) from None
+                           f"({redact_url(config.lists)}): {error}"]) from None
     deps.periodic.append(table.refresh)
     deps.closers.append(store.close)
     return table
