@@ -44,5 +44,9 @@ bench: $(STAMP)
 bench-tls: $(STAMP)
 	$(BIN)/python bench/tls.py
 
+.PHONY: bench-floods
+bench-floods: $(STAMP)
+	$(BIN)/python bench/floods.py
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
