@@ -67,18 +67,32 @@ def parse_rate(text: str, burst: int | None = None) -> Rate:
     return Rate(count, period, burst or count)
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
     """What one limiter decision says: allowed or not; for the RateLimit header the
     tightest limit's index, the calls left on it and the seconds until it is whole again;
-    for a refusal, the seconds until the call would be allowed (or the ban ends)."""
+    for a refusal, the seconds until the call would be allowed (or the ban ends).
 
-    allowed: bool
-    remaining: int
-    reset: float
-    retry_after: float
-    tightest: int = 0
-    banned: bool = False  # refused because the key is banned, not by a rate
+    A plain class: one is made per decision, and a frozen dataclass costs ~0.8 us to
+    build where this costs ~0.2 us."""
+
+    __slots__ = ("allowed", "banned", "remaining", "reset", "retry_after", "tightest")
+
+    def __init__(self, allowed: bool, remaining: int, reset: float, retry_after: float,
+                 tightest: int = 0, banned: bool = False) -> None:
+        self.allowed = allowed
+        self.remaining = remaining
+        self.reset = reset
+        self.retry_after = retry_after
+        self.tightest = tightest
+        self.banned = banned  # refused because the key is banned, not by a rate
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decision) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Decision({fields})"
 
 
 def admit(tats: list[float], rates: tuple[Rate, ...], now: float,
@@ -87,6 +101,17 @@ def admit(tats: list[float], rates: tuple[Rate, ...], now: float,
     when none). Allowed only when every rate allows; then the writes are the new
     ``(tat, expires)`` per rate (an entry is worthless once its TAT has passed), else
     None: a refusal writes nothing."""
+    if len(rates) == 1:  # the common case in straight lines
+        rate = rates[0]
+        interval = rate.period / rate.count
+        tolerance = rate.burst * interval
+        tat = tats[0]
+        new_tat = (tat if tat > now else now) + cost * interval
+        ahead = new_tat - now
+        if ahead > tolerance + 1e-9:
+            return Decision(False, 0, ahead, ahead - tolerance), None
+        return (Decision(True, int((tolerance - ahead) / interval + 1e-9), ahead, 0.0),
+                [(new_tat, new_tat)])
     allowed = True
     retry_after = 0.0
     remaining = -1

@@ -175,6 +175,8 @@ class CompiledRule:
     tags: frozenset[str]
     endpoints: tuple[tuple[str | None, str, Any], ...]  # (method, template, path regex)
     slot_prefix: str
+    # Per limit: b'RateLimit-Policy: …\r\nRateLimit: "name";r=', the rest per call.
+    header_lines: tuple[bytes, ...]
 
     def key(self, request: Any, context: Any) -> str:
         """The limited client's key value; a part the call lacks is its address."""
@@ -222,7 +224,10 @@ def _compile_rule(index: int, rule: Rule, api: str) -> CompiledRule:
         parts=tuple(_key_part(part, tuple(endpoints)) for part in rule.key),
         cost=rule.cost, count_status=frozenset(rule.count_status) if rule.count_status else None,
         policy=policy, everything=everything, tags=frozenset(tags),
-        endpoints=tuple(endpoints), slot_prefix=f"rl|{api}|{name}|")
+        endpoints=tuple(endpoints), slot_prefix=f"rl|{api}|{name}|",
+        header_lines=tuple(f"RateLimit-Policy: {policy}\r\nRateLimit: "
+                           f"{_member_name(name, len(rates), i)};r=".encode()
+                           for i in range(len(rates))))
 
 
 def _template_regex(template: str) -> Any:
@@ -353,7 +358,11 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     if remote is not None:
         from apiward.ratelimit.redis_limiter import UNAVAILABLE as unavailable
 
+    every_call = all(rule.everything for rule in rules)
+
     def rules_for(request: Any, context: Any) -> tuple[CompiledRule, ...]:
+        if every_call:
+            return rules
         endpoint = context.endpoint
         if endpoint is not None:
             known = by_operation.get(id(endpoint))
@@ -372,7 +381,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
         counted = []
         for rule in applying:
             key = rule.key(request, context)
-            cost = rule.cost or _spec_cost(endpoint)
+            cost = rule.cost or (_spec_cost(endpoint) if endpoint is not None else 1)
             counted.append(Counted(rule, key, rule.names(key), cost, False))
         return counted
 
@@ -522,10 +531,9 @@ def _lines(counted: list[Counted], last: Decision | None, now: float,
            local: LocalLimiter) -> bytes:
     """RateLimit-Policy and RateLimit for an allowed call: every counted rule's state."""
     if len(counted) == 1 and last is not None:
-        rule = counted[0].rule
-        return (b"RateLimit-Policy: " + rule.policy.encode() + b"\r\nRateLimit: "
-                + f"{_member(rule, last.tightest)};r={last.remaining};"
-                  f"t={seconds(last.reset)}".encode())
+        reset = last.reset
+        return counted[0].rule.header_lines[last.tightest] + b"%d;t=%d" % (
+            last.remaining, (int(reset) + (reset % 1 > 1e-9)) if reset > 0 else 0)
     decisions = [local.peek(item.names, item.rule.rates, now, 0) for item in counted]
     return _remote_lines(counted, decisions)
 
