@@ -238,7 +238,8 @@ class Runtime:
         self.request_id_header = config.request_id_header.encode("latin-1")
         self.request_id_lname = self.request_id_header.lower()
         self.request_fields = FieldTable(
-            HOP_BY_HOP | SET_BY_GATEWAY | NOTED | {self.request_id_lname}
+            HOP_BY_HOP | SET_BY_GATEWAY | NOTED | {self.request_id_lname},
+            config.headers.underscores,
         )
         self.response_fields = FieldTable(HOP_BY_HOP | {self.request_id_lname})
         self.apis = [compile_api(api) for api in config.apis]

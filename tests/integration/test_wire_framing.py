@@ -8,10 +8,13 @@ would be cheapest and so most tempting.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
+from apiward.identity import apikeys
+from apiward.state.store import open_store
 from support.gateway import GatewayProcess
 from support.wire_fixtures import (
     RawClient,
@@ -38,7 +41,8 @@ def upstream() -> Iterator[WireUpstream]:
 # found by the audit below even if it arrived after its test had finished.
 FORWARDED = {"/echo/warm", "/echo/chunked", "/echo/obs-text", "/echo/abs?q=1", "/echo/http10",
              "/echo/outer", "/echo/first", "/echo/second", "/echo/upgrade", "/echo/before",
-             *(f"/echo/p{i}" for i in range(5))}
+             *(f"/echo/p{i}" for i in range(5)), "/echo/underscores", "/echo/cl-te_",
+             "/echo/te_", "/echo/cl_", "/echo/keyed", "/echo/no-underscore"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -466,3 +470,149 @@ def test_nothing_after_a_refused_request_is_forwarded(
     responses, seen = answers_and_seen(gateway, upstream, data)
     assert len(responses) == 1 and responses[0].status in (400, 505), responses
     assert seen == [], "a request after a refused one reached the upstream"
+
+
+# -- field names with "_" (headers.underscores) ------------------------------------------
+# CGI/WSGI-style servers read X_Forwarded_For and X-Forwarded-For as one variable
+# (HTTP_X_FORWARDED_FOR): a field the gateway does not judge under one spelling must not
+# reach the upstream under the other.
+UNDERSCORED = [("X_Forwarded_For", "203.0.113.7"), ("X_Client_Cert_Subject", "CN=admin"),
+               ("X_Real_IP", "203.0.113.7"), ("Content_Length", "5"),
+               ("Transfer_Encoding", "chunked"), ("X_Request_ID", "forged"), ("X_A", "b")]
+
+
+def seen_names(response) -> list[str]:
+    return [name for name, _ in response.json()["headers"]]
+
+
+def test_fields_with_underscores_are_dropped(gateway: GatewayProcess) -> None:
+    with RawClient(gateway.port) as client:
+        client.send(request("GET", "/echo/underscores",
+                            headers=[*UNDERSCORED, ("X-Kept", "yes")]))
+        response = client.response()
+    assert response.status == 200
+    seen = response.json()["headers"]
+    assert not [name for name, _ in seen if "_" in name], seen
+    assert ["X-Kept", "yes"] in seen
+    assert ["X-Forwarded-For", "127.0.0.1"] in seen  # the gateway's own, and only that
+    assert sum(1 for name, _ in seen if name.lower() == "x-forwarded-for") == 1
+
+
+def test_an_underscore_content_length_frames_nothing(gateway: GatewayProcess,
+                                                     upstream: WireUpstream) -> None:
+    """Content_Length is no framing for the gateway, and the upstream never sees it: the
+    bytes after the head are the next request (here not one: 400, closed)."""
+    data = post(b"Content_Length: 5\r\n", b"hello", b"/echo/cl_")
+    responses, seen = answers_and_seen(gateway, upstream, data)
+    assert [r.status for r in responses] == [200, 400]
+    assert responses[0].json()["body"] == ""
+    assert "Content_Length" not in seen_names(responses[0])
+    assert seen == ["/echo/cl_"]
+
+
+def test_an_underscore_transfer_encoding_cannot_desync(gateway: GatewayProcess,
+                                                       upstream: WireUpstream) -> None:
+    """The request is framed by its Content-Length alone on both sides: an upstream that
+    took Transfer_Encoding for Transfer-Encoding would read the body as chunked, end it at
+    "0", and take the rest for a request of its own. It never gets the field."""
+    hidden = b"GET /echo/smuggled HTTP/1.1\r\n" + HOST + b"\r\n"
+    body = b"0\r\n\r\n" + hidden
+    data = post(b"Content-Length: %d\r\nTransfer_Encoding: chunked\r\n" % len(body), body,
+                b"/echo/cl-te_")
+    responses, seen = answers_and_seen(gateway, upstream, data)
+    assert [r.status for r in responses] == [200]
+    assert responses[0].json()["body"] == body.decode()
+    assert "Transfer_Encoding" not in seen_names(responses[0])
+    assert seen == ["/echo/cl-te_"]
+
+
+def test_an_underscore_transfer_encoding_alone_frames_no_body(gateway: GatewayProcess,
+                                                              upstream: WireUpstream) -> None:
+    """Without a real framing field the request has no body (sent upstream with
+    Content-Length: 0); the chunks after it are no request: 400, closed."""
+    data = post(b"Transfer_Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"/echo/te_")
+    responses, seen = answers_and_seen(gateway, upstream, data)
+    assert [r.status for r in responses] == [200, 400]
+    first = responses[0].json()
+    assert first["body"] == "" and ["Content-Length", "0"] in first["headers"]
+    assert "Transfer_Encoding" not in seen_names(responses[0])
+    assert seen == ["/echo/te_"]
+
+
+@pytest.fixture(scope="module")
+def rejecting(upstream: WireUpstream, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[GatewayProcess]:
+    with wire_gateway(tmp_path_factory.mktemp("underscores"), upstream,
+                      headers={"underscores": "reject"}) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize(("name", "value"), UNDERSCORED, ids=[n for n, _ in UNDERSCORED])
+def test_reject_mode_refuses_a_field_with_an_underscore(
+        rejecting: GatewayProcess, upstream: WireUpstream, name: str, value: str) -> None:
+    doc = refused(rejecting, upstream, request("GET", "/echo/rejected", headers=[(name, value)]))
+    assert doc["type"].endswith(":underscore_in_header_name")
+
+
+def test_reject_mode_refuses_a_trailer_field_with_an_underscore(
+        rejecting: GatewayProcess, upstream: WireUpstream) -> None:
+    """Trailers are never passed on; with reject they are refused like header fields.
+    (The body streams while it is read: the upstream never gets a whole request.)"""
+    completed = upstream.completed
+    data = post(TE, b"5\r\nhello\r\n0\r\nX_Trailer: t\r\n\r\n", b"/echo/rejected")
+    response, closed = exchange(rejecting.port, data)
+    assert assert_problem(response, 400, "http")["type"].endswith(":underscore_in_header_name")
+    assert closed
+    assert settled_value(lambda: upstream.completed, completed, 0.05) == completed
+
+
+def test_reject_mode_serves_fields_without_underscores(rejecting: GatewayProcess) -> None:
+    assert echo_path(rejecting.port, "/echo/no-underscore",
+                     headers=[("X-A", "b")]) == "/echo/no-underscore"
+
+
+@pytest.fixture(scope="module")
+def keyed(upstream: WireUpstream, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[GatewayProcess, str]]:
+    """A gateway whose identity check wants an API key in X-API-Key on every call."""
+    directory = tmp_path_factory.mktemp("keyed")
+    store_path = directory / "apiward.db"
+
+    async def make() -> str:
+        store = open_store(str(store_path))
+        _, key = await apikeys.create(store, "alice")
+        await store.close()
+        return key
+
+    key = asyncio.run(make())
+    checks = {"identity": {"key_store": str(store_path),
+                           "schemes": {"key": {"api_keys": {"header": "X-API-Key"}}},
+                           "rules": [{"path": "/*", "require": [["key"]]}]}}
+    with wire_gateway(directory, upstream, checks=checks) as gw:
+        yield gw, key
+
+
+def test_the_identity_check_and_the_upstream_see_the_same_key(
+        keyed: tuple[GatewayProcess, str], upstream: WireUpstream) -> None:
+    """The key the check verified is the only one the upstream gets: an X_API_Key beside
+    it (one variable with X-API-Key for a CGI-style upstream) is dropped..."""
+    gw, key = keyed
+    with RawClient(gw.port) as client:
+        client.send(request("GET", "/echo/keyed",
+                            headers=[("X-API-Key", key), ("X_API_Key", "someone-else")]))
+        response = client.response()
+    assert response.status == 200, response.body
+    seen = response.json()["headers"]
+    assert ["X-API-Key", key] in seen and "X_API_Key" not in seen_names(response)
+
+
+def test_a_key_under_an_underscore_name_is_no_key(keyed: tuple[GatewayProcess, str],
+                                                  upstream: WireUpstream) -> None:
+    """... and a key sent only as X_API_Key is seen by nobody: 401, nothing upstream."""
+    gw, key = keyed
+    before = upstream.requests
+    with RawClient(gw.port) as client:
+        client.send(request("GET", "/echo/keyed-underscore", headers=[("X_API_Key", key)]))
+        response = client.response()
+    assert_problem(response, 401, "identity")
+    assert settled_count(upstream, before, within=0.05) == before

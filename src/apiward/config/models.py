@@ -51,6 +51,12 @@ class PathRules(Strict):
     empty_segments: Literal["reject", "merge"] = "reject"
 
 
+class HeaderRules(Strict):
+    # A field name with "_": CGI/WSGI-style servers read X_Y and X-Y as one variable, so
+    # it is dropped (no check sees it, the upstream does not get it) or refused (400).
+    underscores: Literal["drop", "reject"] = "drop"
+
+
 class Pool(Strict):
     max_idle: int = Field(64, ge=0)
     max_total: int = Field(1024, ge=1)
@@ -217,6 +223,7 @@ class Config(Strict):
     request_id_header: str = "X-Request-ID"
     limits: Limits = Field(default_factory=Limits)
     paths: PathRules = Field(default_factory=PathRules)
+    headers: HeaderRules = Field(default_factory=HeaderRules)
     events: Events = Field(default_factory=Events)
     apis: list[Api] = Field(min_length=1)
 

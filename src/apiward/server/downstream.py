@@ -41,7 +41,7 @@ from apiward.server.tls import TlsFacts, handshake_facts
 from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
 from apiward.wire.head import NotedFields, field_bytes, request_line, strip_port
-from apiward.wire.headers import PASS, PLAIN_CONNECTION, Headers
+from apiward.wire.headers import DROPPED, PASS, PLAIN_CONNECTION, Headers
 from apiward.wire.problem import problem_response
 from apiward.wire.target import is_valid_host, normalise_target
 
@@ -375,14 +375,19 @@ class Downstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.current is not None:
-            return  # a chunked body's trailer fields: judged by nobody, so never passed on
+            # A chunked body's trailer fields: judged by nobody, so never passed on (but a
+            # name with "_" is refused all the same when headers.underscores says reject).
+            if b"_" in name:
+                self.field_table.classify(name)
+            return
         entry = self.field_table.cache.get(name) or self.field_table.classify(name)
-        lname = entry[1]
-        self.fields.append((lname, name, value))
-        if entry[0]:
-            self.noted.append((lname, value))
-        else:
+        kind, lname = entry
+        if not kind:
+            self.fields.append((lname, name, value))
             self.lines.append(name + b": " + value)
+        elif kind != DROPPED:  # (a name with "_": neither judged nor passed on)
+            self.fields.append((lname, name, value))
+            self.noted.append((lname, value))
 
     def on_headers_complete(self) -> None:
         received, self.head_bytes = self.head_bytes, 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from apiward.errors import WireError
+
 
 class Headers:
     """Header fields as received, duplicates and order kept.
@@ -77,21 +79,28 @@ NOTED = frozenset(
 PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 """``Connection`` values that name no other field."""
 
-PASS, SET_ASIDE, CONTENT_LENGTH, CONNECTION = 0, 1, 2, 3
+PASS, SET_ASIDE, CONTENT_LENGTH, CONNECTION, DROPPED = 0, 1, 2, 3, 4
 """Field classes: passed on as is; set aside (the gateway reads it and writes its own, or
-drops it); passed on and frames the body; names more hop-by-hop fields."""
+drops it); passed on and frames the body; names more hop-by-hop fields; dropped unseen (a
+name with ``_``, which CGI-style servers read as the same variable as with ``-``)."""
 
 
 class FieldTable:
     """Classifies field names as they arrive, keyed by the raw name so that no lower-casing
-    is needed for names seen before (peers repeat their spelling). Bounded."""
+    is needed for names seen before (peers repeat their spelling). Bounded.
 
-    __slots__ = ("cache", "kinds", "prefixes", "set_aside")
+    ``underscores`` is what becomes of a name with ``_``: ``"drop"`` (class DROPPED: no
+    check sees it, nothing passes it on), ``"reject"`` (``classify`` raises a 400, so such
+    a name is never cached) or ``None`` (a name like any other).
+    """
+
+    __slots__ = ("cache", "kinds", "prefixes", "set_aside", "underscores")
 
     LIMIT = 4096
 
-    def __init__(self, set_aside: frozenset[bytes]) -> None:
+    def __init__(self, set_aside: frozenset[bytes], underscores: str | None = None) -> None:
         self.set_aside = set_aside
+        self.underscores = underscores
         self.cache: dict[bytes, tuple[int, bytes]] = {}
         self.kinds: dict[bytes, int] = {}  # the class alone, for callers that need no name
         self.prefixes: dict[bytes, bytes] = {}  # PASS names only: b"Name: ", as passed on
@@ -99,7 +108,12 @@ class FieldTable:
     def classify(self, name: bytes) -> tuple[int, bytes]:
         """``(class, lower-case name)`` for a raw field name."""
         lname = name.lower()
-        if lname == b"connection":
+        if self.underscores is not None and b"_" in name:
+            if self.underscores == "reject":
+                raise WireError(400, "underscore_in_header_name",
+                                "a header field name contains an underscore")
+            kind = DROPPED
+        elif lname == b"connection":
             kind = CONNECTION
         elif lname in self.set_aside or lname.startswith(b"proxy-"):
             kind = SET_ASIDE
