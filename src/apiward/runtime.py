@@ -225,6 +225,8 @@ class Runtime:
         self.header_count = limits.header_count
         self.target_length = limits.target_length
         self.body_size = limits.body_size
+        self.chunk_line_size = limits.chunk_line_size
+        self.chunk_extensions_size = limits.chunk_extensions_size
         self.header_timeout = limits.header_timeout
         self.body_timeout = limits.body_timeout
         self.min_body_rate = limits.min_body_rate

@@ -259,6 +259,127 @@ def test_chunked_body_at_the_limit_is_served(gateway: GatewayProcess) -> None:
     assert len(response.json()["body"]) == BODY_SIZE
 
 
+# -- chunk extensions (limits.chunk_line_size, chunk_extensions_size: the defaults) --------
+CHUNK_LINE, CHUNK_EXTENSIONS = 4096, 16384
+CHUNKED = b"POST /echo/ext HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes, line: int = 0) -> bytes:
+    """A chunk whose size line is ``line`` bytes long (CRLF included), padded with an
+    extension; 0: no extension."""
+    size = b"%x" % len(data)
+    if line:
+        size += b";e=" + b"x" * (line - len(size) - 5)
+        assert len(size) + 2 == line
+    return size + b"\r\n" + data + b"\r\n"
+
+
+def test_chunk_extensions_within_the_limits_are_served_and_never_forwarded(
+        gateway: GatewayProcess) -> None:
+    body = (chunk(b"ab", CHUNK_LINE) + chunk(b"cd", 3000) + chunk(b"ef", 3000)
+            + chunk(b"gh", 3000) + b"0;last=1\r\n\r\n")
+    response = answer(gateway.port, CHUNKED + body)
+    assert response.status == 200, response.body[:300]
+    seen = response.json()
+    assert seen["body"] == "abcdefgh"  # re-framed: no extension reaches the upstream
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (chunk(b"ab", CHUNK_LINE + 1) + b"0\r\n\r\n", "chunk_extension_too_large"),
+    (chunk(b"ab") + b"0;e=" + b"x" * CHUNK_LINE + b"\r\n\r\n", "chunk_extension_too_large"),
+    (b"0" * CHUNK_LINE + b"2\r\nab\r\n0\r\n\r\n", "chunk_size_too_long"),
+    (chunk(b"ab", 3500) * 5 + b"0\r\n\r\n", "chunk_extension_too_large"),  # 17 KiB in all
+], ids=["one_line", "last_chunk", "zero_padded_size", "per_body"])
+def test_chunk_extensions_beyond_the_limits_are_refused(
+        gateway: GatewayProcess, upstream: WireUpstream, body: bytes, reason: str) -> None:
+    before, completed = upstream.requests, upstream.completed
+    response, closed = exchange(gateway.port, CHUNKED + body)
+    doc = assert_problem(response, 400, "http")
+    assert doc["type"].endswith(":" + reason), doc
+    assert closed
+    assert nothing_forwarded(upstream, before)
+    assert upstream.completed == completed
+
+
+def test_chunk_extensions_are_counted_across_reads(gateway: GatewayProcess,
+                                                   upstream: WireUpstream) -> None:
+    """Chunks sent one by one, each within the line limit: the body's fifth crosses the
+    total, and that is the answer, before the body ends."""
+    completed = upstream.completed
+    with RawClient(gateway.port) as client:
+        client.send(CHUNKED)
+        for _ in range(4):
+            client.send(chunk(b"ab", 3500))
+            assert client.silent_for(0.05)
+        client.send(chunk(b"ab", 3500))
+        doc = assert_problem(client.response(timeout=TIMEOUT * 0.8), 400, "http")
+        assert doc["type"].endswith(":chunk_extension_too_large")
+        assert client.closed_within()
+    assert settled_value(lambda: upstream.completed, completed) == completed
+
+
+def test_an_endless_chunk_extension_is_cut_at_the_limit(gateway: GatewayProcess,
+                                                        upstream: WireUpstream) -> None:
+    """``5;`` and then 1 MiB of extension without a CRLF: refused once the line passes the
+    limit, while the client is still sending, not once it has sent it all."""
+    before, completed = upstream.requests, upstream.completed
+    sent = 0
+    with RawClient(gateway.port) as client:
+        client.send(CHUNKED + b"5;e=")
+        response = None
+        while sent < 1 << 20:
+            if not client.try_send(b"x" * 1024):
+                break
+            sent += 1024
+            if not client.silent_for(0.002):
+                response = client.response()
+                break
+        assert response is not None, "no answer while 1 MiB of extension was sent"
+        doc = assert_problem(response, 400, "http")
+        assert doc["type"].endswith(":chunk_extension_too_large")
+    assert CHUNK_LINE <= sent <= 64 * 1024, sent
+    assert nothing_forwarded(upstream, before)
+    assert upstream.completed == completed
+
+
+def test_an_endless_chunk_size_is_cut_at_the_limit(gateway: GatewayProcess,
+                                                   upstream: WireUpstream) -> None:
+    before = upstream.requests
+    with RawClient(gateway.port) as client:
+        client.send(CHUNKED + b"0" * 1000)
+        for _ in range(CHUNK_LINE // 1000):
+            assert client.silent_for(0.02)
+            client.send(b"0" * 1000)
+        doc = assert_problem(client.response(timeout=TIMEOUT * 0.8), 400, "http")
+        assert doc["type"].endswith(":chunk_size_too_long")
+    assert nothing_forwarded(upstream, before)
+
+
+def test_a_growing_trailer_section_is_431(gateway: GatewayProcess,
+                                          upstream: WireUpstream) -> None:
+    """Trailers are never passed on, but httptools holds a field until it ends: the
+    section is bounded like a header section."""
+    before = upstream.requests
+    with RawClient(gateway.port) as client:
+        client.send(CHUNKED + chunk(b"ab") + b"0\r\nX-Trailer: ")
+        client.send(b"t" * (HEADER_SIZE + 1))
+        doc = assert_problem(client.response(timeout=TIMEOUT * 0.8), 431, "limits")
+        assert doc["type"].endswith(":trailer_section_too_large")
+    assert nothing_forwarded(upstream, before)
+
+
+def test_pipelined_chunked_requests_with_extensions_are_served(
+        gateway: GatewayProcess) -> None:
+    """In one read: where the second body begins is found among look-alikes (the first
+    body's lines)."""
+    first = CHUNKED + chunk(b"ab", 100) + b"0;e=1\r\n\r\n"
+    second = CHUNKED + chunk(b"cd", 200) + chunk(b"ef") + b"0\r\n\r\n"
+    with RawClient(gateway.port) as client:
+        client.send(first + request("GET", "/echo/ext") + second + second)
+        bodies = [client.response().json()["body"] for _ in range(4)]
+    assert bodies == ["ab", "", "cdef", "cdef"]
+
+
 # -- timeouts ----------------------------------------------------------------------------
 def test_partial_head_times_out_with_408(gateway: GatewayProcess,
                                          upstream: WireUpstream) -> None:

@@ -35,6 +35,10 @@ class Limits(Strict):
     header_count: int = Field(100, ge=1)
     target_length: Size = 8 * 1024
     body_size: Size = 1024 * 1024
+    # A chunked body's chunk-size lines (RFC 9112 §7.1.1): the longest one, size digits,
+    # extensions and CRLF; and the extension bytes of all of a body's lines together.
+    chunk_line_size: Size = Field(4 * 1024, ge=3)
+    chunk_extensions_size: Size = 16 * 1024
     header_timeout: Duration = 10.0
     body_timeout: Duration = 30.0
     # The average rate a body must keep after its first body_timeout: a body may take

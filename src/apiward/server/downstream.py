@@ -38,6 +38,7 @@ from apiward.server.batch import write_now
 from apiward.server.pool import UpstreamUnavailable
 from apiward.server.shedding import PRIORITIES, priority_for
 from apiward.server.tls import TlsFacts, handshake_facts
+from apiward.wire.chunks import ChunkMeter
 from apiward.wire.forwarded import client_ip
 from apiward.wire.framing import CHUNKED, check_version, request_body_length
 from apiward.wire.head import NotedFields, field_bytes, request_line, strip_port
@@ -158,6 +159,7 @@ class Downstream(asyncio.Protocol):
         "blockers",
         "body_out",
         "cert_lines",
+        "chunks",
         "current",
         "dead",
         "deadline",
@@ -175,6 +177,7 @@ class Downstream(asyncio.Protocol):
         "mid_chunk",
         "noted",
         "out",
+        "packet",
         "parser",
         "peer_ip",
         "queue",
@@ -209,6 +212,8 @@ class Downstream(asyncio.Protocol):
         # head's size); back to 0 when a head completes.
         self.head_bytes = 0
         self.mid_chunk = False
+        self.packet = b""  # the read being parsed, for the chunk callbacks
+        self.chunks: ChunkMeter | None = None  # the chunked body being read, measured
         self.current: Call | None = None  # the call whose bytes are being parsed
         self.active: Call | None = None  # the call being answered
         self.queue: collections.deque[Call] = collections.deque()
@@ -278,6 +283,7 @@ class Downstream(asyncio.Protocol):
         if self.current is None:  # no body in progress: these bytes are (part of) a head
             self.head_bytes += len(data)
         self.mid_chunk = False
+        self.packet = data
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as exc:
@@ -298,12 +304,20 @@ class Downstream(asyncio.Protocol):
         except HttpParserError as exc:
             self._reject(_parser_error(exc))
             return
+        self.packet = b""
         runtime = self.gateway.runtime
         if self.head_bytes > runtime.header_size + runtime.target_length and self.current is None:
             # httptools buffers a field until it ends: refuse a head that only grows.
             self._reject(WireError(431, "header_section_too_large",
                                    "the request header section is too large"))
             return
+        call = self.current
+        if call is not None and call.body_length == CHUNKED:  # the read ends in its body
+            try:
+                self._chunk_meter(call).read(data, call.body_received, False, self.mid_chunk)
+            except WireError as error:
+                self._reject(error)
+                return
         if self.body_out:
             self._send_body()
         if self.out:
@@ -388,6 +402,27 @@ class Downstream(asyncio.Protocol):
         elif kind != DROPPED:  # (a name with "_": neither judged nor passed on)
             self.fields.append((lname, name, value))
             self.noted.append((lname, value))
+
+    def on_chunk_complete(self) -> None:
+        """A chunk's data (or, for the last chunk, the trailer section) ended: noted for the
+        chunk-size line measure, which walks the whole body before it is acted on."""
+        call = self.current
+        if call is None:
+            return
+        meter = self._chunk_meter(call)
+        received = call.body_received
+        if meter.chunk_end(received):  # the last chunk: the body is whole
+            self.chunks = None
+            meter.read(self.packet, received, True, self.mid_chunk)
+
+    def _chunk_meter(self, call: Call) -> ChunkMeter:
+        meter = self.chunks
+        if meter is None or meter.owner is not call:
+            runtime = self.gateway.runtime
+            meter = self.chunks = ChunkMeter(call, runtime.chunk_line_size,
+                                             runtime.chunk_extensions_size,
+                                             runtime.header_size)
+        return meter
 
     def on_headers_complete(self) -> None:
         received, self.head_bytes = self.head_bytes, 0
