@@ -161,6 +161,30 @@ def report_spec(name: str, path: Path, spec: CompiledSpec) -> None:
                  name, path.name, found.total(), counts, path)
 
 
+def declared_header_names(config: Config) -> frozenset[bytes]:
+    """Header names with ``_`` that an API declares (its spec's header parameters and
+    apiKey schemes, the identity check's ``api_keys.header``): kept, not dropped."""
+    names = set()
+    for api in config.apis:
+        identity = api.checks.identity
+        if identity is not None:
+            names.update(scheme.api_keys.header for scheme in identity.schemes.values()
+                         if scheme.api_keys is not None and scheme.api_keys.header)
+        if api.spec is None:
+            continue
+        schema = api.checks.schema
+        strict = schema is not None and schema.undeclared_query == "block"
+        spec = load_compiled_spec(api.name, api.spec, strict)
+        for entry in spec.entries.values():
+            for operation in entry.operations.values():
+                names.update(rule.name for rule in operation.parameters.rules
+                             if rule.location == "header")
+                for requirement in operation.security or ():
+                    names.update(scheme.param for scheme, _ in requirement.schemes
+                                 if scheme.kind == "apiKey" and scheme.location == "header")
+    return frozenset(name.lower().encode("latin-1") for name in names if "_" in name)
+
+
 def compile_api(api: Api) -> CompiledApi:
     spec = None
     if api.spec is not None:
@@ -239,12 +263,12 @@ class Runtime:
         self.trusted_proxies = tuple(config.trusted_proxies)
         self.request_id_header = config.request_id_header.encode("latin-1")
         self.request_id_lname = self.request_id_header.lower()
+        self.apis = [compile_api(api) for api in config.apis]
         self.request_fields = FieldTable(
             HOP_BY_HOP | SET_BY_GATEWAY | NOTED | {self.request_id_lname},
-            config.headers.underscores,
+            config.headers.underscores, declared_header_names(config),
         )
         self.response_fields = FieldTable(HOP_BY_HOP | {self.request_id_lname})
-        self.apis = [compile_api(api) for api in config.apis]
         self.periodic = [job for api in self.apis for job in api.periodic]
         for api in self.apis:
             api.pool.response_fields = self.response_fields

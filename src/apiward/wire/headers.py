@@ -91,16 +91,25 @@ class FieldTable:
 
     ``underscores`` is what becomes of a name with ``_``: ``"drop"`` (class DROPPED: no
     check sees it, nothing passes it on), ``"reject"`` (``classify`` raises a 400, so such
-    a name is never cached) or ``None`` (a name like any other).
+    a name is never cached) or ``None`` (a name like any other). ``declared`` names (lower
+    case) keep their ``_``: the API's own spec or config names them (``api_key``), so the
+    upstream expects exactly that field; a name whose ``-`` spelling means something to
+    the gateway (framing, hop-by-hop, forwarding) is never among them.
     """
 
-    __slots__ = ("cache", "kinds", "prefixes", "set_aside", "underscores")
+    __slots__ = ("cache", "declared", "kinds", "prefixes", "set_aside", "underscores")
 
     LIMIT = 4096
 
-    def __init__(self, set_aside: frozenset[bytes], underscores: str | None = None) -> None:
+    def __init__(self, set_aside: frozenset[bytes], underscores: str | None = None,
+                 declared: frozenset[bytes] = frozenset()) -> None:
         self.set_aside = set_aside
         self.underscores = underscores
+        self.declared = frozenset(
+            name for name in declared
+            if (dashed := name.replace(b"_", b"-")) not in set_aside
+            and dashed not in HOP_BY_HOP and dashed != b"content-length"
+            and not dashed.startswith(b"proxy-"))
         self.cache: dict[bytes, tuple[int, bytes]] = {}
         self.kinds: dict[bytes, int] = {}  # the class alone, for callers that need no name
         self.prefixes: dict[bytes, bytes] = {}  # PASS names only: b"Name: ", as passed on
@@ -108,7 +117,7 @@ class FieldTable:
     def classify(self, name: bytes) -> tuple[int, bytes]:
         """``(class, lower-case name)`` for a raw field name."""
         lname = name.lower()
-        if self.underscores is not None and b"_" in name:
+        if self.underscores is not None and b"_" in name and lname not in self.declared:
             if self.underscores == "reject":
                 raise WireError(400, "underscore_in_header_name",
                                 "a header field name contains an underscore")

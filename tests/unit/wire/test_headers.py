@@ -58,3 +58,13 @@ def test_the_table_stays_bounded() -> None:
         table.classify(b"X_%d" % i)
     assert len(table.cache) == FieldTable.LIMIT
     assert table.classify(b"X_new") == (DROPPED, b"x_new")  # still classified, not cached
+
+
+def test_declared_underscore_names_are_kept_unless_they_mean_framing() -> None:
+    table = FieldTable(frozenset({b"host", b"x-forwarded-for"}), "drop",
+                       frozenset({b"api_key", b"transfer_encoding", b"x_forwarded_for",
+                                  b"content_length", b"proxy_authorization"}))
+    assert table.classify(b"Api_Key") == (PASS, b"api_key")
+    for name in (b"Transfer_Encoding", b"X_Forwarded_For", b"Content_Length",
+                 b"Proxy_Authorization", b"Other_Name"):
+        assert table.classify(name)[0] == DROPPED, name
