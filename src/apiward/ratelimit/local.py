@@ -6,22 +6,33 @@ every worker reads and writes the same slots under the same locks.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from apiward.ratelimit.gcra import Decision, Rate, admit, charge
 from apiward.ratelimit.table import SharedTable
 
 _NODE_TABLE: SharedTable | None = None
+_NODE_ID = ""
 NODE_SLOTS = 1 << 17  # about 3 MiB; live keys beyond it evict the soonest to expire
 
 
 def node_table() -> SharedTable:
     """This process's table, made on first use. The supervisor calls it before forking,
     so its workers share one; a reload keeps it (counters survive a reload)."""
-    global _NODE_TABLE
+    global _NODE_TABLE, _NODE_ID
     if _NODE_TABLE is None:
         _NODE_TABLE = SharedTable(NODE_SLOTS)
+        _NODE_ID = f"{socket.gethostname()}:{os.getpid()}"
     return _NODE_TABLE
+
+
+def node_id() -> str:
+    """Who this gateway is among those sharing a Redis: one node per shared table (a
+    supervisor and its workers), named by host and the pid that made the table."""
+    node_table()
+    return _NODE_ID
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from apiward.errors import ConfigError
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 from apiward.ratelimit.gcra import Decision, Rate, parse_rate, seconds
-from apiward.ratelimit.local import BanRule, LocalLimiter
+from apiward.ratelimit.local import BanRule, LocalLimiter, node_id
 
 NAME = "ratelimit"
 log = logging.getLogger("apiward.ratelimit")
@@ -564,7 +564,8 @@ def _remote(config: Config, deps: Deps, local: LocalLimiter) -> Any:
                            "expected memory:// (this node) or redis://host:port/db"])
     from apiward.ratelimit.redis_limiter import RedisLimiter
 
-    remote = RedisLimiter(store, on_failure=config.on_store_failure, fallback=local)
+    remote = RedisLimiter(store, on_failure=config.on_store_failure, fallback=local,
+                          node_id=node_id() if deps.table is None else None)
     deps.periodic.append(remote.heartbeat)
     deps.closers.append(remote.close)
     return remote
