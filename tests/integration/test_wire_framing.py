@@ -498,6 +498,14 @@ def test_fields_with_underscores_are_dropped(gateway: GatewayProcess) -> None:
     assert sum(1 for name, _ in seen if name.lower() == "x-forwarded-for") == 1
 
 
+def test_dropped_fields_still_count_towards_the_field_limit(gateway: GatewayProcess) -> None:
+    """Thousands of tiny "_" fields would each cost a callback: past header_count (100 by
+    default), dropped or not, the head is refused."""
+    with RawClient(gateway.port) as client:
+        client.send(request("GET", "/echo/many", headers=[(f"X_{i}", "v") for i in range(101)]))
+        assert_problem(client.response(), 431, "limits")
+
+
 def test_an_underscore_content_length_frames_nothing(gateway: GatewayProcess,
                                                      upstream: WireUpstream) -> None:
     """Content_Length is no framing for the gateway, and the upstream never sees it: the

@@ -164,6 +164,7 @@ class Downstream(asyncio.Protocol):
         "dead",
         "deadline",
         "deadline_kind",
+        "dropped",
         "field_table",
         "fields",
         "forwarded_lines",
@@ -198,6 +199,7 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.fields: list[tuple[bytes, bytes, bytes]] = []
         self.noted: list[tuple[bytes, bytes]] = []
+        self.dropped = 0  # fields of this head dropped (a name with "_")
         self.lines: list[bytes] = []
         self.field_table = gateway.runtime.request_fields
         self.host_raw = b""
@@ -378,6 +380,7 @@ class Downstream(asyncio.Protocol):
                 self.head_bytes = runtime.header_size + 1  # so it gets measured
             self.fields = []
             self.noted = []
+            self.dropped = 0
             self.lines = [b""]  # the request line goes first, once the target is judged
             self.field_table = runtime.request_fields
             if self.active is None and self.deadline_kind != HEADER:  # else the call in
@@ -402,6 +405,10 @@ class Downstream(asyncio.Protocol):
         elif kind != DROPPED:  # (a name with "_": neither judged nor passed on)
             self.fields.append((lname, name, value))
             self.noted.append((lname, value))
+        else:  # dropped fields still count towards the limit on fields
+            self.dropped += 1
+            if self.dropped + len(self.fields) > self.gateway.runtime.header_count:
+                raise WireError(431, "too_many_headers", "the request has too many header fields")
 
     def on_chunk_complete(self) -> None:
         """A chunk's data (or, for the last chunk, the trailer section) ended: noted for the
