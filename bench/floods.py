@@ -159,6 +159,39 @@ def start_proxy(procs: Processes, kind: str, name: str, env: Env, policy: Policy
     return server
 
 
+PROBLEM_WORDS = ("error", "traceback", "exception", "warning", "critical", "alert", "emerg")
+# expected here: the hard open-file limit is 20,000, below apiward's 2 x 10,000 + 256
+EXPECTED_WARNINGS = ("open-file limit",)
+
+
+def log_problems(path: Path, limit: int = 20) -> list[str]:
+    """The lines of a server's log that look like trouble (the first ``limit``)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = [line for line in lines if any(w in line.lower() for w in PROBLEM_WORDS)
+             and not any(known in line for known in EXPECTED_WARNINGS)]
+    return found[:limit] + ([f"… {len(found) - limit} more"] if len(found) > limit else [])
+
+
+def retire(procs: Processes, servers: dict[str, Server], failures: dict[str, str]
+           ) -> dict[str, list[str]]:
+    """Stop each server; note the ones that died, and what their logs complained of."""
+    problems = {}
+    for name, server in servers.items():
+        if not server.alive():
+            failures.setdefault(name, f"exited (code {server.proc.returncode})\n"
+                                      f"{proxy.log_tail(server.log)}")
+        procs.stop(server.proc)
+        found = log_problems(server.log)
+        if found:
+            problems[name] = found
+            print(f"[log] {server.name}: {len(found)} line(s) of trouble, first: {found[0]}",
+                  flush=True)
+    return problems
+
+
 def get_from(port: int, ip: str, conn: http.client.HTTPConnection | None = None
              ) -> tuple[http.client.HTTPConnection, int, list[tuple[str, str]]]:
     conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=5,
@@ -303,6 +336,8 @@ class FairRun:
     server_core_busy_pct: float | None = None
     load_core_busy_pct: float | None = None
     send_lag_p99_ms: float | None = None
+    abuser_connections: int = 0  # opened by the abuser: many means the SUT closed them
+    sut_rss_kb: int = 0  # after the run
     error: str | None = None
 
 
@@ -333,6 +368,8 @@ def fair_run(procs: Processes, tmp: Path, server: Server, upstream: Server, mode
         run.abuser_refused_per_s = abuser["status"].get("429", 0) / duration
         run.abuser_p50_ms = abuser["latency_ms"]["p50"]
         run.abuser_status, run.abuser_errors = abuser["status"], abuser["errors"]
+        run.abuser_connections = abuser["connections_opened"]
+    run.sut_rss_kb = proxy.tree_memory_kb(server.pid, "VmRSS")
     sut_cpu = result["cpu_seconds"][0]
     run.sut_cpu_pct = sut_cpu / result["window"] * 100
     run.sut_cpu_us_per_call = per_call_us(sut_cpu, result)
@@ -389,13 +426,9 @@ def scenario_fairness(procs: Processes, tmp: Path, env: Env, upstream: Server, n
                 run = fair_run(procs, tmp, server, upstream, mode, round_no, args, args.duration)
                 runs.append(run)
                 print(fair_progress(run, args.rounds), flush=True)
-    for name, server in servers.items():
-        if not server.alive():
-            failures.setdefault(name, f"exited (code {server.proc.returncode})\n"
-                                      f"{proxy.log_tail(server.log)}")
-        procs.stop(server.proc)
+    logs = retire(procs, servers, failures)
     return {"policy": asdict(policy), "runs": [asdict(r) for r in runs], "checks": checks,
-            "failures": failures}
+            "failures": failures, "log_problems": logs}
 
 
 FAIR_COLUMNS = ("good_ok_share", "good_p50_ms", "good_p99_ms", "good_max_ms",
@@ -410,14 +443,16 @@ def fair_medians(runs: list[dict[str, Any]], sut: str, mode: str) -> dict[str, A
         return None
     out: dict[str, Any] = {c: proxy.median_of(r[c] for r in mine) for c in FAIR_COLUMNS}
     out["runs"] = len(mine)
+    out["sut_rss_kb"] = max(r["sut_rss_kb"] for r in mine)
+    out["abuser_connections"] = max(r["abuser_connections"] for r in mine)
     out["good_calls"] = sum(r["good_calls"] for r in mine)
     out["good_failed"] = sum(r["good_calls"] - r["good_ok"] for r in mine)
     return out
 
 
 FAIR_HEADERS = ("SUT", "mode", "good ok %", "good failed", "good p50 ms", "good p99 ms",
-                "good max ms", "abuser 2xx/s", "abuser 429/s", "abuser p50 ms", "SUT CPU %",
-                "SUT µs/call", "CPU1 busy %", "CPU0 busy %", "runs")
+                "good max ms", "abuser 2xx/s", "abuser 429/s", "abuser p50 ms", "abuser conns",
+                "SUT CPU %", "SUT µs/call", "SUT RSS MiB", "CPU1 busy %", "CPU0 busy %", "runs")
 
 
 def fair_rows(data: dict[str, Any], names: Sequence[str]) -> list[list[str]]:
@@ -435,7 +470,9 @@ def fair_rows(data: dict[str, Any], names: Sequence[str]) -> list[list[str]]:
                 fmt(m["abuser_admitted_per_s"]) if attack else "-",
                 fmt(m["abuser_refused_per_s"], 0) if attack else "-",
                 fmt(m["abuser_p50_ms"], 2) if attack else "-",
+                str(m["abuser_connections"]) if attack else "-",
                 fmt(m["sut_cpu_pct"], 1), fmt(m["sut_cpu_us_per_call"], 1),
+                proxy.mib(m["sut_rss_kb"]),
                 fmt(m["server_core_busy_pct"], 0), fmt(m["load_core_busy_pct"], 0),
                 str(m["runs"]),
             ])
@@ -535,6 +572,7 @@ class SlowRun:
     sut_cpu_pct: float | None = None
     load_core_busy_pct: float | None = None
     send_lag_p99_ms: float | None = None
+    good_timeline: list[list[float]] = field(default_factory=list)  # s, calls, 2xx, max ms
     slowhttptest_csv: list[list[int]] = field(default_factory=list)  # s, closed, pending,
     samples: list[tuple[float, int]] = field(default_factory=list)  # connected, available
     error: str | None = None
@@ -619,6 +657,7 @@ def slow_run(procs: Processes, tmp: Path, server: Server, mode: str, round_no: i
         run.sut_cpu_pct = result["cpu_seconds"][0] / result["window"] * 100
         run.load_core_busy_pct = result["load_core_busy_pct"]
         run.send_lag_p99_ms = good["send_lag_ms"]["p99"]
+        run.good_timeline = good["timeline"]
     if not server.alive():
         run.error = f"{server.name} exited during the attack (code {server.proc.returncode})"
     return run
@@ -632,6 +671,9 @@ def slow_progress(run: SlowRun, rounds: int) -> str:
             f"good {pct(run.good_ok_share, 2)} ok  p99 {fmt(run.good_p99_ms, 2)} ms")
     bad = {**run.good_errors, **{s: n for s, n in run.good_status.items() if s[0] != "2"}}
     text += f"  GOOD FAILURES {bad}" if bad else ""
+    if run.good_timeline:  # the worst second, in seconds since the attack began
+        second, _calls, _ok, worst = max(run.good_timeline, key=lambda row: row[3])
+        text += f"; worst second {second + (run.ramp_seconds or 0):.0f} s in: max {worst:.0f} ms"
     return text + (f"  ERROR: {run.error.splitlines()[0]}" if run.error else "")
 
 
@@ -659,12 +701,9 @@ def scenario_slow(procs: Processes, tmp: Path, env: Env, upstream: Server, names
                 run.sut = server.name.removesuffix("-slow")
                 runs.append(run)
                 print(slow_progress(run, args.slow_rounds), flush=True)
-    for name, server in servers.items():
-        if not server.alive():
-            failures.setdefault(name, f"exited (code {server.proc.returncode})\n"
-                                      f"{proxy.log_tail(server.log)}")
-        procs.stop(server.proc)
-    return {"policy": asdict(policy), "runs": [asdict(r) for r in runs], "failures": failures}
+    logs = retire(procs, servers, failures)
+    return {"policy": asdict(policy), "runs": [asdict(r) for r in runs], "failures": failures,
+            "log_problems": logs}
 
 
 SLOW_HEADERS = ("SUT", "attack", "connections", "held at start", "held peak", "held at end",
@@ -719,6 +758,7 @@ class AccuracyRun:
     error_pct: float | None = None
     p99_ms: float | None = None
     cpu_seconds: list[float] = field(default_factory=list)
+    log_problems: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -775,8 +815,10 @@ def accuracy_run(procs: Processes, tmp: Path, env: Env, upstream: Server, sut: s
     except BenchError as exc:
         run.error = str(exc)
     finally:
-        for server in servers:
-            procs.stop(server.proc)
+        failures: dict[str, str] = {}
+        run.log_problems = retire(procs, {s.name: s for s in servers}, failures)
+        if failures and not run.error:
+            run.error = "; ".join(f"{name} {why}" for name, why in failures.items())
     return run
 
 

@@ -106,6 +106,16 @@ class Tally:
     send_lag: list[float] = field(default_factory=list)  # actual minus scheduled send time
     connections_opened: int = 0
     first_error: str | None = None
+    # per second of the window (by send time): [calls, 2xx, max latency ms]
+    timeline: dict[int, list[float]] = field(default_factory=dict)
+    start: float = 0.0
+
+    def second(self, began: float, ok: bool, latency: float | None) -> None:
+        bucket = self.timeline.setdefault(int(began - self.start), [0, 0, 0.0])
+        bucket[0] += 1
+        bucket[1] += ok
+        if latency is not None and latency * 1000 > bucket[2]:
+            bucket[2] = latency * 1000
 
     def outcome(self, port: int, what: str) -> None:
         self.by_port.setdefault(str(port), Counter())[what] += 1
@@ -177,6 +187,7 @@ class Client:
             what = "timeout"
             tally.errors[what] += 1
             tally.outcome(port, what)
+            tally.second(began, False, None)
             if conn is not None:
                 self.release(port, conn, reuse=False)
             return
@@ -185,6 +196,7 @@ class Client:
             tally.errors[what] += 1
             tally.outcome(port, what)
             tally.first_error = tally.first_error or f"{self.name}: {what}: {exc}"
+            tally.second(began, False, None)
             if conn is not None:
                 self.release(port, conn, reuse=False)
             return
@@ -193,8 +205,10 @@ class Client:
         key = str(status)
         tally.status[key] += 1
         tally.outcome(port, key)
-        if 200 <= status < 300:
+        ok = 200 <= status < 300
+        if ok:
             tally.ok_latencies.append(latency)
+        tally.second(began, ok, latency)
         self.release(port, conn, reuse=not close)
 
     async def send_all(self, start: float, duration: float, phase: float) -> None:
@@ -253,6 +267,7 @@ def summary(tally: Tally, duration: float) -> dict[str, Any]:
         "send_lag_ms": percentiles(tally.send_lag),
         "connections_opened": tally.connections_opened,
         "first_error": tally.first_error,
+        "timeline": [[second, *tally.timeline[second]] for second in sorted(tally.timeline)],
     }
 
 
@@ -289,6 +304,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     pids = [int(pid) for pid in spec.get("watch", [])]
     before = sample(pids)
     start = time.perf_counter() + 0.05
+    for tally in tallies.values():
+        tally.start = start
     senders = [
         client.send_all(start, duration, index / len(clients))
         for index, client in enumerate(clients)
