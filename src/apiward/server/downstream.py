@@ -145,12 +145,10 @@ class Call:
         self.status = 0
         self.refused_by: str | None = None
         self.deciding = False  # a check's verdict is awaited from the store
-        # Load shedding: the Shedder that counted this call in flight (released once),
-        # when it went upstream, how long its answer's head took, its priority.
+        # Load shedding: the Shedder that counted this call in flight (released once).
+        # Only with shedding on: ``priority`` (set with the head), ``sent_at`` and
+        # ``head_latency`` (set when counted): unset otherwise, as nothing reads them.
         self.shed: Any = None
-        self.sent_at = 0.0
-        self.head_latency = -1.0
-        self.priority = 1
 
 
 class Downstream(asyncio.Protocol):
@@ -774,6 +772,7 @@ class Downstream(asyncio.Protocol):
         if shedder.admit(call.priority):
             call.shed = shedder
             call.sent_at = monotonic()
+            call.head_latency = -1.0
             return True
         verdict = deny(503, "load_shed", "the API is at capacity; retry shortly",
                        headers=(("Retry-After", str(shedder.retry_after)),))
