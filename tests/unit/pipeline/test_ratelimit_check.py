@@ -90,6 +90,16 @@ def test_network_prefix_key_groups_neighbours() -> None:
     assert not call(check, ip="2001:db8:1:2:ffff::9")[0].allowed
 
 
+def test_an_ipv6_prefix_alone_limits_ipv4_clients_by_address() -> None:
+    check = build(rules=[{"key": "ip/48", "limits": ["1/s"]}])
+    assert call(check, ip="2001:db8:1::1")[0].allowed
+    assert not call(check, ip="2001:db8:1:ffff::2")[0].allowed  # the same /48
+    assert call(check, ip="192.0.2.1")[0].allowed
+    assert call(check, ip="192.0.2.2")[0].allowed  # IPv4: /32
+    with pytest.raises(ValidationError, match="at most /32"):
+        ratelimit.Config(rules=[{"key": "ip/33/200", "limits": ["1/s"]}])
+
+
 def test_composite_header_and_jwt_claim_keys() -> None:
     check = build(rules=[{"key": ["header:X-Tenant", "ip"], "limits": ["1/s"]}])
     assert call(check, headers=[("X-Tenant", "a")])[0].allowed

@@ -41,7 +41,7 @@ from apiward.ratelimit.local import BanRule, LocalLimiter, node_id
 NAME = "ratelimit"
 log = logging.getLogger("apiward.ratelimit")
 
-_KEY_PART = re.compile(r"^(identity|ip|api_key)$|^ip/(\d{1,2})(?:/(\d{1,3}))?$"
+_KEY_PART = re.compile(r"^(identity|ip|api_key)$|^ip/(\d{1,3})(?:/(\d{1,3}))?$"
                        r"|^(jwt|header|path):(.+)$")
 _RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TEMPLATE_PARAM = re.compile(r"\{([^{}/]+)\}")
@@ -94,11 +94,12 @@ class Rule(Strict):
             found = _KEY_PART.match(part)
             if found is None:
                 raise ValueError(
-                    f"unknown key part {part!r}; expected identity, ip, ip/24 (IPv4 prefix, "
-                    "IPv6 /64), ip/24/56, api_key, jwt:<claim>, header:<Name> or path:<param>")
-            if found.group(2) and not (0 <= int(found.group(2)) <= 32
-                                       and 0 <= int(found.group(3) or 64) <= 128):
-                raise ValueError(f"{part!r}: prefixes are at most /32 (IPv4) and /128 (IPv6)")
+                    f"unknown key part {part!r}; expected identity, ip, ip/24 (an IPv4 "
+                    "prefix; IPv6 then /64), ip/64 (an IPv6 prefix), ip/24/56 (both), "
+                    "api_key, jwt:<claim>, header:<Name> or path:<param>")
+            if found.group(2) and _prefixes(found) is None:
+                raise ValueError(f"{part!r}: prefixes are at most /32 (IPv4) and /128 "
+                                 "(IPv6), written ip/<IPv4>/<IPv6>")
         return value
 
     @field_validator("match")
@@ -272,7 +273,7 @@ def _key_part(part: str, endpoints: tuple) -> KeyPart:
             return "key:" + who.id if who is not None and who.kind == "key" else None
         return api_key
     if found.group(2):
-        return _network_part(int(found.group(2)), int(found.group(3) or 64))
+        return _network_part(*_prefixes(found))  # type: ignore[misc]
     kind, name = found.group(4), found.group(5)
     if kind == "header":
         label = f"h.{name.lower()}:"
@@ -303,6 +304,20 @@ def _key_part(part: str, endpoints: tuple) -> KeyPart:
                     break
         return _bounded(label, value) if value else None
     return path
+
+
+def _prefixes(found: re.Match[str]) -> tuple[int, int] | None:
+    """(IPv4, IPv6) prefix lengths of ``ip/N`` or ``ip/N/M``: one number up to 32 is an
+    IPv4 prefix (IPv6 /64: one customer's network), a larger one an IPv6 prefix (IPv4
+    whole addresses); None when out of range."""
+    first, second = int(found.group(2)), found.group(3)
+    if second is not None:
+        v4, v6 = first, int(second)
+    elif first <= 32:
+        v4, v6 = first, 64
+    else:
+        v4, v6 = 32, first
+    return (v4, v6) if v4 <= 32 and v6 <= 128 else None
 
 
 def _network_part(v4: int, v6: int) -> KeyPart:
