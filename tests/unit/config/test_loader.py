@@ -620,3 +620,26 @@ def test_any_text_gives_a_config_or_a_config_error(tmp_path, text):
         load_config(path)
     except ConfigError as err:
         assert err.problems and all("\n" not in line for line in err.problems)
+
+
+def test_rate_limit_mistakes_are_each_located(here):
+    found = problems("""\
+apis:
+  - upstream: {url: "http://127.0.0.1:9"}
+    checks:
+      ratelimit:
+        rules:
+          - key: cookie
+            limits: ["lots", {rate: "5/min", burst: 0}]
+          - match: login
+            limits: 10/s
+        ban: {after: 0}
+""")
+    assert [line.split(" (")[0] for line in found] == [
+        "apis[0].checks.ratelimit.rules[0].key",
+        "apis[0].checks.ratelimit.rules[0].limits[0]",
+        "apis[0].checks.ratelimit.rules[0].limits[1].burst",
+        "apis[0].checks.ratelimit.rules[1].match",
+        "apis[0].checks.ratelimit.ban.after",
+    ]
+    assert "apiward.yaml:7" in found[1] and 'expected a rate like "100/s"' in found[1]

@@ -56,6 +56,12 @@ class LimitSpec(Strict):
     rate: str
     burst: int | None = Field(None, ge=1)
 
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)  # ValueError in plain words, located by the loader
+        return value
+
     def compile(self) -> Rate:
         return parse_rate(self.rate, self.burst)
 
@@ -112,13 +118,6 @@ class Rule(Strict):
             if not path.startswith("/") or (method and not method.isalpha()):
                 raise ValueError(f'unknown match {item!r}; expected "*", "METHOD /template", '
                                  '"/template" or "tag:NAME"')
-        return value
-
-    @field_validator("limits")
-    @classmethod
-    def _rates(cls, value: list[LimitSpec]) -> list[LimitSpec]:
-        for item in value:
-            item.compile()  # ValueError in plain words, located by the loader
         return value
 
     @field_validator("count_status")
