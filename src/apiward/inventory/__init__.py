@@ -1,0 +1,1 @@
+"""The endpoint inventory: templates learned from traffic, learned schemas, reports."""
