@@ -556,7 +556,6 @@ def test_a_reply_nobody_asked_for_closes_the_connection(loop) -> None:
         transport = Transport()
         conn.connection_made(transport)
         first = conn.send(PING)
-        await asyncio.sleep(0)
         assert transport.written == [PING]
         conn.data_received(b"+PONG\r\n+PONG\r\n")
         assert await first == b"PONG"
@@ -574,14 +573,18 @@ def test_writes_are_batched(loop) -> None:
         conn = _Connection(asyncio.get_running_loop(), 5.0, "here:1")
         transport = Transport()
         conn.connection_made(transport)
-        calls = [conn.send(command("ECHO", b"%d" % i)) for i in range(resp.WRITE_BATCH + 3)]
-        assert transport.written == [b"".join(command("ECHO", b"%d" % i)
-                                              for i in range(resp.WRITE_BATCH))]
-        await asyncio.sleep(0)  # the loop iteration's end writes the rest
-        assert len(transport.written) == 2
-        assert transport.written[1].count(b"ECHO") == 3
-        conn.data_received(b"".join(b"$1\r\n%d\r\n" % (i % 10) for i in range(len(calls))))
+        calls = [conn.send(command("ECHO", b"%d" % i)) for i in range(resp.WRITE_BATCH + 4)]
+        echo = [command("ECHO", b"%d" % i) for i in range(len(calls))]
+        # The first at once, then WRITE_BATCH together...
+        assert transport.written == [echo[0], b"".join(echo[1:resp.WRITE_BATCH + 1])]
+        await asyncio.sleep(0)  # ...and the loop iteration's end writes the rest
+        assert transport.written[2:] == [b"".join(echo[resp.WRITE_BATCH + 1:])]
+        alone = conn.send(command("ECHO", b"x"))  # the first of its iteration again
+        assert transport.written[3:] == [command("ECHO", b"x")]
+        conn.data_received(b"".join(b"$1\r\n%d\r\n" % (i % 10) for i in range(len(calls)))
+                           + b"$1\r\nx\r\n")
         assert [await c for c in calls] == [b"%d" % (i % 10) for i in range(len(calls))]
+        assert await alone == b"x"
         conn.close()
 
     run(loop, scenario())
