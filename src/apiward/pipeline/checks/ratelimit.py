@@ -509,13 +509,32 @@ def _spec_cost(endpoint: Any) -> int:
     return cost if isinstance(cost, int) and not isinstance(cost, bool) and cost >= 1 else 1
 
 
+_REFUSALS: dict[tuple[int, int, int, bool], tuple[CompiledRule, Verdict]] = {}
+REFUSAL_CACHE = 4096
+
+
 def _refusal(rule: CompiledRule, decision: Decision) -> Verdict:
+    """The 429 for a refused decision. In a flood refusals are the hot path, and one
+    depends only on the rule, the limit and the whole seconds to wait: each is built once
+    (a bounded cache)."""
     wait = seconds(decision.retry_after)
-    if decision.banned:
+    key = (id(rule), decision.tightest, wait, decision.banned)  # (a rule hashes slowly)
+    found = _REFUSALS.get(key)
+    if found is not None and found[0] is rule:
+        return found[1]
+    if len(_REFUSALS) >= REFUSAL_CACHE:
+        _REFUSALS.clear()
+    verdict = _build_refusal(rule, decision.tightest, wait, decision.banned)
+    _REFUSALS[key] = (rule, verdict)
+    return verdict
+
+
+def _build_refusal(rule: CompiledRule, tightest: int, wait: int, banned: bool) -> Verdict:
+    if banned:
         return deny(429, "banned", f"this client keeps exceeding its rate limits and is "
                     f"refused for {wait} s", headers=(("Retry-After", str(wait)),))
-    rate = rule.rates[decision.tightest]
-    member = _member(rule, decision.tightest)
+    rate = rule.rates[tightest]
+    member = _member(rule, tightest)
     return deny(429, "rate_limited",
                 f"rate limit {rule.name!r} ({rate.count} per {_period(rate.period)}) exceeded;"
                 f" retry in {wait} s",
