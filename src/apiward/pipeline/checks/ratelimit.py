@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,7 +36,9 @@ from apiward.errors import ConfigError
 from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 from apiward.ratelimit.gcra import Decision, Rate, parse_rate, seconds
-from apiward.ratelimit.local import BanRule, LocalLimiter, node_id
+
+if TYPE_CHECKING:  # the limiter (shared memory, locks) loads only for an API that limits
+    from apiward.ratelimit.local import LocalLimiter
 
 NAME = "ratelimit"
 log = logging.getLogger("apiward.ratelimit")
@@ -361,6 +363,8 @@ UNAVAILABLE_VERDICT = deny(503, "rate_limit_unavailable",
 
 def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     rules = tuple(_compile_rule(i, rule, deps.api_name) for i, rule in enumerate(config.rules))
+    from apiward.ratelimit.local import BanRule, LocalLimiter
+
     ban = (BanRule(config.ban.after, config.ban.within, config.ban.duration)
            if config.ban is not None else None)
     local = LocalLimiter(deps.table)
@@ -595,6 +599,7 @@ def _remote(config: Config, deps: Deps, local: LocalLimiter) -> Any:
     if not store.startswith(("redis://", "rediss://")):
         raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.store: "
                            "expected memory:// (this node) or redis://host:port/db"])
+    from apiward.ratelimit.local import node_id
     from apiward.ratelimit.redis_limiter import RedisLimiter
 
     remote = RedisLimiter(store, on_failure=config.on_store_failure, fallback=local,
