@@ -1,20 +1,21 @@
-"""Learned schemas: the shapes of the JSON bodies seen in live traffic.
+"""Learned schemas: the shapes of the JSON bodies and query parameters seen in live traffic.
 
 Sans-I/O: a learner takes parsed values (``observe``), keeps a bounded summary of them, and
 gives it back as JSON Schema 2020-12 (``ShapeLearner.schema``, also OpenAPI 3.1 Schema
-Objects). Its state is a JSON-able dict (``to_dict``/``from_dict``), so the inventory
-stores it anywhere and ``merge`` adds up what several gateways learned.
+Objects) or OpenAPI 3.1 Parameter Objects (``QueryLearner.parameters``). Its state is a
+JSON-able dict (``to_dict``/``from_dict``), so the inventory stores it anywhere and
+``merge`` adds up what several gateways learned.
 
-What is kept: counts, types, string lengths, array lengths, property names,
+What is kept: counts, types, string lengths, array lengths, property and parameter names,
 formats, and (the one place literal values appear) short enum candidates under the rules
-below. Never a body, a number's value, a secret or a token.
+below. Never a body, a query value, a number's value, a secret or a token.
 
 Rules (each one visible in a test):
 
 - **Required** means "seen in nearly all": a property present in at least 95% of the
-  objects observed at its position (``REQUIRED_RATIO``). A learned schema may therefore
-  refuse the rare value that lacked such a field; ``schema(required_ratio=1.0)`` gives
-  the strict "accepts everything seen" form.
+  objects observed at its position (``REQUIRED_RATIO``), a query parameter in at least 95%
+  of the calls. A learned schema may therefore refuse the rare value that lacked such a
+  field; ``schema(required_ratio=1.0)`` gives the strict "accepts everything seen" form.
 - **Types** widen: integers and non-integral numbers make ``number`` (int ⊂ number); a
   position that held several types gets ``type: [...]`` (``null`` added for nulls) with the
   keywords of each type side by side — ``properties`` only judge objects, ``items`` only
@@ -46,6 +47,12 @@ Rules (each one visible in a test):
   values may have been among the uncounted ones).
 - **Depth**: positions nested ``max_depth`` containers deep (the root is depth 0) are
   ``{}``: counted, not described.
+- **Query parameters**: per name, the share of calls that gave it, whether it was ever
+  given several times (then an exploded array, as the gateway refuses a repeated scalar),
+  whether a value was empty (``allowEmptyValue``), the lengths, and the least kind of all
+  its values: integer (≤ 15 digits, no leading zero) ⊂ number ⊂ string, boolean
+  ("true"/"false") ⊂ string, a format ⊂ string. Names that read as data are counted
+  (``unnamed``), never stored; past ``max_params`` names are counted (``extra``).
 
 Bounds: a learner counts at most ``max_nodes`` positions (every property position and
 every described one); an ``items`` or ``map`` position that comes after the budget ran
@@ -56,7 +63,7 @@ their stand-ins, 19-digit counts — is under 1200 bytes, so ``len(orjson.dumps(
 stays under ``state_bound(max_nodes)`` = ``max_nodes * 1200 + 1024`` bytes (~301 KiB at
 the defaults) whatever the traffic. Measured (tests): 100k random documents with random
 keys, ~23 KiB; a crafted worst case at every position, ~140 KB; a typical order body,
-~2 KiB.
+~2 KiB. A ``QueryLearner`` keeps at most ``max_params`` names, each under 300 bytes.
 
 ``merge(a, b)`` gives exactly what one learner fed a's values then b's would have, as long
 as neither reached a bound; past a bound it stays sound (the schema accepts what either
@@ -65,11 +72,12 @@ the other learner did not describe (its uncounted keys, its stand-ins) makes the
 positions it may concern ``{}``. ``from_dict`` restores a state exactly when it fits the
 config (else merges it in under the config's bounds), and applies the privacy rules again.
 
-Costs (CPython 3.11, this 2-core machine, timeit min of 5): ``observe`` of a 915-byte
-order body (nested customer and address, 7 line items with tags: 70 values) into a
-learner that has seen it, ~24 µs (its first sighting, creating the positions, ~125 µs);
-``schema()`` ~19 µs; ``to_dict()`` ~16 µs. Meant off the hot path (the events writer),
-not per request.
+Costs (CPython 3.11, this 2-core machine, timeit min of 5 x 20k): ``observe`` of a
+1006-byte order body (nested customer and address, 8 line items with tags: 84 values)
+into a learner that has seen it, ~22 µs (~0.26 µs a value; its first sighting, creating
+the positions, ~110 µs); ``schema()`` ~16 µs; ``to_dict()`` ~13 µs;
+``QueryLearner.observe`` of four parameters (one repeated), ~5 µs. Meant off the hot
+path (the events writer), not per request.
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ MAX_NAME_LENGTH = 64
 """Longer property or parameter names are never stored (they read as data, not names)."""
 ENUM_MAX_LENGTH = 32
 MAX_NODES = 256
+MAX_PARAMS = 50
 STATE_VERSION = 1
 POSITION_BYTES = 1200
 """The most one counted position (with its stand-ins) takes in ``to_dict``'s JSON."""
@@ -687,3 +696,208 @@ def _load(data: Any) -> _Node:
         if "map" in objects:
             node.map = _load(objects["map"])
     return node
+
+
+# --- query parameters --------------------------------------------------------------------
+
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?(?:[eE][-+]?[0-9]{1,3})?")
+_STRING = "string"
+_TOP = frozenset({_STRING, _ANY})  # "any": values another learner did not describe
+_KINDS = frozenset({"integer", "number", "boolean", *_TOP, *FORMAT_CHECKS})
+
+
+def _kind(text: str) -> str:
+    """A query value's shape: integer (at most 15 digits, no leading zero: "007" and long
+    digit strings are codes and ids), number (finite, as the gateway reads it), boolean
+    ("true"/"false", as the gateway reads them), a format, or string."""
+    if _INTEGER.fullmatch(text):
+        return "integer"
+    if _NUMBER.fullmatch(text) and abs(float(text)) != float("inf"):
+        return "number"
+    if text in ("true", "false"):
+        return "boolean"
+    return infer_format(text) or _STRING
+
+
+def _join(one: str | None, other: str | None) -> str | None:
+    """The least shape of both: integer ⊂ number ⊂ string, other kinds ⊂ string ⊂ any."""
+    if one is None or one == other:
+        return other
+    if other is None:
+        return one
+    if _ANY in (one, other):
+        return _ANY
+    if {one, other} == {"integer", "number"}:
+        return "number"
+    return _STRING
+
+
+class _Param:
+    __slots__ = ("count", "empty", "kind", "max_length", "max_values", "min_length",
+                 "secret", "values")
+
+    def __init__(self, secret: bool) -> None:
+        self.secret = secret
+        self.count = self.values = self.max_values = self.min_length = self.max_length = 0
+        self.kind: str | None = None
+        self.empty = False
+
+
+class QueryLearner:
+    """The query parameters of one endpoint: names and value shapes, never values."""
+
+    def __init__(self, *, max_params: int = MAX_PARAMS) -> None:
+        self.max_params = max_params
+        self.count = 0
+        self.extra = 0  # names given past max_params: counted, not stored
+        self.unnamed = 0  # names that read as data (looks_like_value), or too long
+        self._params: dict[str, _Param] = {}
+
+    def observe(self, params: dict[str, list[str]]) -> None:
+        """Add one call's query, as {name: [value, …]} (every value given for the name)."""
+        self.count += 1
+        for name, values in params.items():
+            if not values:
+                continue  # a parsed query has a value for each name it names
+            param = self._params.get(name)
+            if param is None:
+                param = self._add(name)
+                if param is None:
+                    continue
+            param.count += 1
+            if len(values) > param.max_values:
+                param.max_values = len(values)
+            for value in values:
+                self._see(param, value)
+
+    def _add(self, name: str, weight: int = 1) -> _Param | None:
+        """The state of a new name, or None when it is only counted (``weight`` times): a
+        name that reads as data (``unnamed``), or past ``max_params`` (``extra``; from then
+        on no new name is stored, as its earlier calls went uncounted)."""
+        if not _storable_name(name):
+            self.unnamed += weight
+            return None
+        if self.extra or len(self._params) >= self.max_params:
+            self.extra += weight
+            return None
+        param = self._params[name] = _Param(is_secret_name(name))
+        return param
+
+    @staticmethod
+    def _see(param: _Param, value: str) -> None:
+        length = len(value)
+        low, high = _coarse(length) if param.secret else (length, length)
+        if param.values == 0:
+            param.min_length, param.max_length = low, high
+        else:
+            param.min_length = min(param.min_length, low)
+            param.max_length = max(param.max_length, high)
+        param.values += 1
+        if not value:
+            param.empty = True
+        if param.kind not in _TOP:
+            param.kind = _join(param.kind, _kind(value))
+
+    def merge(self, other: QueryLearner) -> None:
+        """Add what ``other`` learned (this learner's bound on names applies)."""
+        self.count += other.count
+        self.unnamed += other.unnamed
+        if other.extra:  # what other did not store may be any of our names
+            for name, mine in self._params.items():
+                if name not in other._params:
+                    mine.kind = _ANY
+        for name, theirs in other._params.items():
+            mine = self._params.get(name)
+            if mine is None:
+                mine = self._add(name, theirs.count)
+                if mine is None:
+                    continue
+            mine.count += theirs.count
+            mine.max_values = max(mine.max_values, theirs.max_values)
+            if theirs.values:
+                low, high = theirs.min_length, theirs.max_length
+                if mine.secret and not theirs.secret:
+                    low, high = _coarse(low)[0], _coarse(high)[1]
+                if mine.values == 0:
+                    mine.min_length, mine.max_length = low, high
+                else:
+                    mine.min_length = min(mine.min_length, low)
+                    mine.max_length = max(mine.max_length, high)
+                mine.values += theirs.values
+            mine.empty = mine.empty or theirs.empty
+            mine.kind = _join(mine.kind, theirs.kind)
+        self.extra += other.extra
+
+    def parameters(self, *, required_ratio: float = REQUIRED_RATIO) -> list[dict]:
+        """OpenAPI 3.1 Parameter Objects (``in: query``), in first-seen order: required
+        when seen in at least ``required_ratio`` of the calls; a name ever given several
+        times is an exploded array (the gateway refuses a repeated non-array parameter);
+        ``allowEmptyValue`` when an empty value was seen. A name another learner may have
+        left uncounted (merged past its cap) accepts anything: an array of anything."""
+        floor = self.count * required_ratio - 1e-9
+        out = []
+        for name, param in self._params.items():
+            schema = _param_schema(param)
+            if param.kind == _ANY:  # given any number of times, with any values
+                schema = {"type": "array", "items": {}}
+            elif param.max_values > 1:
+                schema = {"type": "array", "items": schema, "maxItems": param.max_values}
+            parameter: dict[str, Any] = {"name": name, "in": "query",
+                                         "required": param.count >= floor, "schema": schema}
+            if param.empty:
+                parameter["allowEmptyValue"] = True
+            out.append(parameter)
+        return out
+
+    def to_dict(self) -> dict:
+        """The learned state as plain JSON types: names, counts, kinds, lengths."""
+        return {
+            "version": STATE_VERSION,
+            "config": {"max_params": self.max_params},
+            "count": self.count,
+            "extra": self.extra,
+            "unnamed": self.unnamed,
+            "params": {name: {"count": p.count, "values": p.values, "kind": p.kind,
+                              "max_values": p.max_values, "min_length": p.min_length,
+                              "max_length": p.max_length, "empty": p.empty}
+                       for name, p in self._params.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QueryLearner:
+        """A learner from ``to_dict``'s output; ValueError when it is not such a state."""
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ValueError("not a learned query state (version 1)")
+        config, params = data.get("config"), data.get("params")
+        if not isinstance(config, dict) or not isinstance(params, dict):
+            raise ValueError("learned query state: config and params must be objects")
+        stored = cls()  # everything as stored; merge applies the bound and the rules
+        stored.count, stored.unnamed = _count(data, "count"), _count(data, "unnamed")
+        for name, fields in params.items():
+            if not isinstance(fields, dict):
+                raise ValueError("learned query state: a parameter must be an object")
+            kind = fields.get("kind")
+            if kind is not None and kind not in _KINDS:
+                raise ValueError(f"learned query state: unknown kind {kind!r}")
+            param = stored._params[str(name)] = _Param(False)
+            param.kind, param.empty = kind, fields.get("empty") is True
+            for key in ("count", "values", "max_values", "min_length", "max_length"):
+                setattr(param, key, _count(fields, key))
+        learner = cls(max_params=_count(config, "max_params"))
+        learner.merge(stored)
+        learner.extra += _count(data, "extra")  # after the names: the stored ones stay
+        return learner
+
+
+def _param_schema(param: _Param) -> dict:
+    kind = param.kind
+    if kind is None:
+        return {}
+    if kind in ("integer", "number", "boolean"):
+        return {"type": kind}
+    schema: dict[str, Any] = {"type": "string", "minLength": param.min_length,
+                              "maxLength": param.max_length}
+    if kind != _STRING:
+        schema["format"] = kind
+    return schema

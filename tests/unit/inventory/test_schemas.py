@@ -1,16 +1,18 @@
-"""Learned schemas: plain calls on ShapeLearner and infer_format."""
+"""Learned schemas: plain calls on ShapeLearner, QueryLearner and infer_format."""
 
 from __future__ import annotations
 
 import random
 import string
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonschema_rs
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openapi_spec_validator import validate as validate_openapi
 
 from apiward.inventory.schemas import (
     _DATE_TIME,
@@ -20,12 +22,15 @@ from apiward.inventory.schemas import (
     _UUID,
     FORMAT_CHECKS,
     POSITION_BYTES,
+    QueryLearner,
     ShapeLearner,
     infer_format,
     is_secret_name,
     looks_like_value,
     state_bound,
 )
+from apiward.openapi.params import ParameterSet, compile_parameter
+from apiward.wire.headers import Headers
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 
@@ -47,7 +52,7 @@ def validator(schema: dict) -> Any:
     return jsonschema_rs.validator_for(schema, validate_formats=True)
 
 
-def dumps(learner: ShapeLearner) -> bytes:
+def dumps(learner: ShapeLearner | QueryLearner) -> bytes:
     return orjson.dumps(learner.to_dict())
 
 
@@ -614,3 +619,201 @@ def test_from_dict_applies_the_privacy_rules_again() -> None:
     learner = learned(*statuses(30, ["alpha", "beta"]))
     state = orjson.loads(dumps(learner).replace(b'"status"', b'"token"'))
     assert b"alpha" not in orjson.dumps(ShapeLearner.from_dict(state).to_dict())
+
+
+# --- query parameters --------------------------------------------------------------------
+
+
+def queried(*queries: dict[str, list[str]], **config: Any) -> QueryLearner:
+    learner = QueryLearner(**config)
+    for query in queries:
+        learner.observe(query)
+    return learner
+
+
+def parameter(learner: QueryLearner, name: str, **kwargs: Any) -> dict:
+    return next(p for p in learner.parameters(**kwargs) if p["name"] == name)
+
+
+@pytest.mark.parametrize(("values", "schema"), [
+    (["1", "20", "-3"], {"type": "integer"}),
+    (["1", "2.5", "1e3"], {"type": "number"}),
+    (["true", "false"], {"type": "boolean"}),
+    ([UUID], {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}),
+    (["2024-01-01"], {"type": "string", "format": "date", "minLength": 10, "maxLength": 10}),
+    (["2024-01-01T00:00:00Z"], {"type": "string", "format": "date-time", "minLength": 20,
+                                "maxLength": 20}),
+    (["a@example.com"], {"type": "string", "format": "email", "minLength": 13,
+                         "maxLength": 13}),
+    (["price", "name"], {"type": "string", "minLength": 4, "maxLength": 5}),
+    (["1", "yes"], {"type": "string", "minLength": 1, "maxLength": 3}),
+    (["007"], {"type": "string", "minLength": 3, "maxLength": 3}),  # a code, not a number
+    (["1234567890123456"], {"type": "string", "minLength": 16, "maxLength": 16}),
+    (["1e999"], {"type": "string", "minLength": 5, "maxLength": 5}),
+    (["True"], {"type": "string", "minLength": 4, "maxLength": 4}),
+    (["1", "2024-01-01"], {"type": "string", "minLength": 1, "maxLength": 10}),
+])
+def test_query_value_shapes(values: list[str], schema: dict) -> None:
+    learner = queried(*({"q": [value]} for value in values))
+    assert parameter(learner, "q") == {"name": "q", "in": "query", "required": True,
+                                       "schema": schema}
+
+
+def test_a_name_given_several_times_is_an_array() -> None:
+    learner = queried({"tag": ["red", "blue"]}, {"tag": ["green"]}, {"tag": ["a", "b", "c"]})
+    assert parameter(learner, "tag")["schema"] == {
+        "type": "array", "maxItems": 3,
+        "items": {"type": "string", "minLength": 1, "maxLength": 5}}
+
+
+def test_an_empty_value_allows_empty_values() -> None:
+    learner = queried({"flag": [""]}, {"flag": ["1"]})
+    assert parameter(learner, "flag") == {
+        "name": "flag", "in": "query", "required": True, "allowEmptyValue": True,
+        "schema": {"type": "string", "minLength": 0, "maxLength": 1}}
+
+
+def test_query_required_when_seen_in_at_least_95_percent() -> None:
+    calls = [{"page": ["1"], "sort": ["asc"]}] * 19 + [{"page": ["2"]}]
+    learner = queried(*calls)
+    assert parameter(learner, "sort")["required"] is True
+    assert parameter(learner, "sort", required_ratio=1.0)["required"] is False
+    learner.observe({"page": ["3"]})
+    assert parameter(learner, "sort")["required"] is False  # 19 of 21
+    assert learner.count == 21
+
+
+def test_query_names_are_bounded_and_value_like_names_not_stored() -> None:
+    learner = queried({f"p{letter}": ["1"] for letter in "abcdefgh"}, {UUID: [""]},
+                      {"12345": ["x"], "n" * 65: ["x"]}, max_params=5)
+    assert [p["name"] for p in learner.parameters()] == ["pa", "pb", "pc", "pd", "pe"]
+    assert (learner.extra, learner.unnamed) == (3, 3)
+    learner.observe({"pz": ["1"]})  # past the cap, no later name is stored
+    assert learner.extra == 4
+    assert UUID.encode() not in dumps(learner)
+
+
+def test_query_state_holds_no_values() -> None:
+    rng = random.Random(3)
+    learner, values = QueryLearner(), []
+    for _ in range(100):
+        token = "".join(rng.choices(string.ascii_letters, k=30))
+        number = str(rng.randrange(10**6, 10**9))
+        values += [token, number]
+        learner.observe({"api_key": [token], "id": [number], "q": [f"search {token}"]})
+    state = dumps(learner)
+    assert not [value for value in values if value.encode() in state]
+    assert parameter(learner, "api_key")["schema"] == {"type": "string", "minLength": 16,
+                                                       "maxLength": 32}  # a secret: coarse
+
+
+def test_learned_parameters_form_a_valid_openapi_31_document() -> None:
+    learner = queried({"limit": ["10"], "tag": ["a", "b"], "since": ["2024-01-01"],
+                       "flag": [""], "ratio": ["0.5"], "on": ["true"], "id": [UUID]},
+                      {"limit": ["20"], "email": ["a@example.com"]})
+    body = learned({"name": "x", "items": [{"sku": UUID}]}, None)
+    document = {
+        "openapi": "3.1.0", "info": {"title": "learned", "version": "1"},
+        "paths": {"/orders": {"post": {
+            "parameters": learner.parameters(),
+            "requestBody": {"content": {"application/json": {"schema": body.schema()}}},
+            "responses": {"200": {"description": "ok"}},
+        }}},
+    }
+    validate_openapi(document)
+
+
+query_values = st.dictionaries(
+    st.sampled_from(["limit", "tag", "q", "since", "token", "x"]),
+    st.lists(st.one_of(st.text(max_size=12), st.integers().map(str),
+                       st.sampled_from(["true", "false", UUID, "2024-01-01", "1.5", ""])),
+             max_size=3),
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(query_values, max_size=20), st.lists(query_values, max_size=20))
+def test_query_merge_equals_one_learner_fed_everything(first: list, second: list) -> None:
+    one, two = queried(*first), queried(*second)
+    one.merge(two)
+    everything = queried(*first, *second)
+    assert one.to_dict() == everything.to_dict()
+    assert one.parameters() == everything.parameters()
+    copy = QueryLearner.from_dict(orjson.loads(dumps(everything)))
+    assert copy.to_dict() == everything.to_dict()
+
+
+READ = {"integer": int, "number": float, "boolean": lambda text: text == "true"}
+"""How the gateway reads a query value for the learned type (openapi/params.py)."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(query_values, min_size=1, max_size=20))
+def test_learned_parameter_schemas_accept_every_value_observed(queries: list) -> None:
+    """Each value, read as the gateway reads it for the learned type, fits the schema."""
+    learner = queried(*queries)
+    for param in learner.parameters(required_ratio=1.0):
+        schema = param["schema"]
+        is_array = schema.get("type") == "array"
+        read = READ.get(schema.get("items", schema).get("type"), str)
+        check = validator(schema)
+        for query in queries:
+            values = [read(value) for value in query.get(param["name"], [])]
+            if is_array:
+                assert check.is_valid(values), (values, schema)
+            elif values:
+                assert len(values) == 1 and check.is_valid(values[0]), (values, schema)
+            else:
+                assert not param["required"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(query_values, max_size=20), st.integers(0, 4), st.lists(query_values,
+                                                                      max_size=5))
+def test_bounded_query_learners_stay_sound_after_merge(queries: list, max_params: int,
+                                                       more: list) -> None:
+    half = len(queries) // 2
+    one = queried(*queries[:half], max_params=max_params)
+    one.merge(queried(*queries[half:], max_params=max_params))
+    for query in more:
+        one.observe(query)
+    assert len(one.parameters()) <= max_params
+    for param in one.parameters(required_ratio=1.0):
+        schema = param["schema"]
+        check = validator(schema)
+        for query in [*queries, *more]:
+            values = query.get(param["name"], [])
+            if schema.get("type") == "array":
+                assert check.is_valid([READ.get(schema["items"].get("type"), str)(value)
+                                       for value in values])
+            elif values:
+                read = READ.get(schema.get("type"), str)
+                assert len(values) == 1 and check.is_valid(read(values[0])), (query, schema)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(query_values, min_size=1, max_size=15))
+def test_the_gateway_reads_the_same_queries_through_learned_parameters(queries: list) -> None:
+    """End to end with the gateway's own readers (openapi/params.py): each observed query,
+    urlencoded, is read without a violation and every value fits its learned schema."""
+    learner = queried(*queries)
+    rules = [compile_parameter(param, "file:///learned.yaml", None)
+             for param in learner.parameters(required_ratio=1.0)]
+    checks = {rule.name: validator(param["schema"])
+              for rule, param in zip(rules, learner.parameters(), strict=True)}
+    readers = ParameterSet(rules)
+    for query in queries:
+        raw = urlencode([(name, value) for name, values in query.items() for value in values])
+        values, problems = readers.extract({}, raw, Headers([]))
+        assert problems == [], (raw, learner.parameters())
+        for rule, value in values:
+            assert checks[rule.name].is_valid(value), (rule.name, value)
+
+
+def test_query_from_dict_refuses_what_is_not_a_state() -> None:
+    with pytest.raises(ValueError, match="learned query"):
+        QueryLearner.from_dict({"version": 1, "config": {}, "params": []})
+    with pytest.raises(ValueError, match="kind"):
+        QueryLearner.from_dict({"version": 1, "config": {"max_params": 5}, "count": 1,
+                                "extra": 0, "params": {"a": {"kind": "zip"}}})
