@@ -117,7 +117,7 @@ def encode(value: Any) -> bytes:
 
 values = st.recursive(
     st.none() | st.integers(-2**63, 2**63 - 1) | st.binary(max_size=40)
-    | st.text(st.characters(blacklist_characters="\r\n"), max_size=20).map(
+    | st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=20).map(
         lambda text: ("error", text)),
     lambda inner: st.lists(inner, max_size=5), max_leaves=20)
 
