@@ -38,18 +38,20 @@ import hashlib
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from apiward.ratelimit.gcra import Decision, Rate
 from apiward.ratelimit.local import BanRule, LocalLimiter
+from apiward.ratelimit.resp import ReplyError, RespClient, Script, bulk, command
 from apiward.state.redis import DEFAULT_PREFIX, OPTIONS
 from apiward.state.store import REDIS_SCHEMES, redact_url
 
@@ -65,7 +67,7 @@ MAX_CONNECTIONS = 64  # calls in flight per event loop
 RETRY = 1.0  # seconds between probes while Redis is away
 NODE_TTL = 15.0  # a node whose heartbeat is older is no longer counted
 LONG = 100  # key parts longer than this are hashed
-_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+_ERRORS = (RedisError, RedisClusterException, ReplyError, OSError, TimeoutError)
 
 _forks = 0  # bumped in a forked child, whose copies of the parent's sockets are not its own
 
@@ -180,6 +182,7 @@ if op == 'a' then
 end
 return '1 ' .. int(remaining) .. ' ' .. num(reset) .. ' 0 ' .. int(tightest) .. ' 0'
 """
+_SCRIPT = Script(LUA)
 
 
 class RedisLimiter:
@@ -189,10 +192,15 @@ class RedisLimiter:
     ``redis+cluster://``, ``rediss+cluster://``; the same ``?prefix=``, ``timeout=``,
     ``connect_timeout=``, ``max_connections=`` and ``ssl_*`` options). An argument given
     here wins over the URL's option. ``timeout`` (75 ms unless told) bounds one decision's
-    wait for a reply and for a free connection; ``connect_timeout`` (250 ms: a TLS
-    handshake may need it) bounds opening a connection, which a pooled one rarely needs.
-    At most ``max_connections`` (64) calls are in flight per event loop; a call that finds
-    none free within ``timeout`` is decided as in an outage, without declaring one.
+    wait for a reply and for a free place; ``connect_timeout`` (250 ms: a TLS handshake
+    may need it) bounds opening a connection, which happens once, not per call. At most
+    ``max_connections`` (64) calls are in flight per event loop; a call that finds no
+    place free within ``timeout`` is decided as in an outage, without declaring one.
+
+    One server (``redis://``, ``rediss://``) is spoken to through ``resp.RespClient``: one
+    pipelined connection per event loop, which every call shares (redis-py's own Python was
+    two thirds of a decision's cost). A cluster goes through redis-py's ``RedisCluster``
+    (slot maps, MOVED and ASK), with a pool of up to ``max_connections`` connections.
 
     ``time_source``: ``"redis"`` (the default) decides at the Redis server's clock (TIME in
     the script), not at the ``now`` each gateway passes. With the callers' clocks, a node
@@ -236,11 +244,17 @@ class RedisLimiter:
                              "must be > 0")
         self._base = base
         self._password = urlsplit(url).password
-        self._settings = dict(
-            socket_timeout=self.timeout, socket_connect_timeout=connect,
-            retry=Retry(NoBackoff(), 0),  # a decision is never sent twice, nor waits twice
-            max_connections=self.max_connections, encoding_errors="surrogatepass",
-            **options)  # what is left: the ssl_* files
+        self._connect_timeout = connect
+        # What is left of the options are the ssl_* files.
+        if self.cluster:  # through redis-py
+            self._settings = dict(
+                socket_timeout=self.timeout, socket_connect_timeout=connect,
+                retry=Retry(NoBackoff(), 0),  # a decision is never sent twice, nor waits twice
+                max_connections=self.max_connections, encoding_errors="surrogatepass",
+                **options)
+        else:  # through resp.RespClient
+            self._server, self._tls_files = _server(url, self.url, options)
+            self._tls: ssl.SSLContext | None = None
         self.on_failure = on_failure
         self.fail_open = on_failure == "fail_open"
         self._fallback = fallback
@@ -252,6 +266,8 @@ class RedisLimiter:
         # Keys outlive their worth by a little: 1 ms at Redis's clock; a second at the
         # callers', whose clock runs apart from the one that expires keys.
         self._slack = b"1" if self._server_time else b"1000"
+        # The script's first three arguments (op, now, slack) as RESP, at Redis's clock.
+        self._leads = {op: bulk(op) + bulk(b"") + bulk(self._slack) for op in (b"a", b"p", b"c")}
         self.nodes = 1
         self.available = True
         self._retry_at = 0.0
@@ -277,13 +293,10 @@ class RedisLimiter:
         if self.available or self._probe():
             tag = self.prefix + "{" + _tag(key) + "}"
             keys = [tag + _part(name) for name in names]
-            args = [b"a", self._now(now), self._slack, repr(float(cost)),
-                    *_rate_args(rates)]
             if ban is not None:
                 keys.append(tag + _part("ban|" + key))
                 keys.append(tag + _part("viol|" + key))
-                args += _ban_args(ban)
-            reply = await self._call(keys, args)
+            reply = await self._call(b"a", keys, now, cost, rates, ban)
             if reply is not None:
                 return _decision(reply)
         if not self.fail_open:
@@ -294,8 +307,7 @@ class RedisLimiter:
                    cost: float) -> Decision:
         """Would a call of ``cost`` be allowed? Writes nothing."""
         if self.available or self._probe():
-            reply = await self._call(self._keys(names), [
-                b"p", self._now(now), self._slack, repr(float(cost)), *_rate_args(rates)])
+            reply = await self._call(b"p", self._keys(names), now, cost, rates, None)
             if reply is not None:
                 return _decision(reply)
         if not self.fail_open:
@@ -306,8 +318,7 @@ class RedisLimiter:
                      cost: float) -> None:
         """Count ``cost`` whatever the limits say, or give it back (a negative cost)."""
         if self.available or self._probe():
-            reply = await self._call(self._keys(names), [
-                b"c", self._now(now), self._slack, repr(float(cost)), *_rate_args(rates)])
+            reply = await self._call(b"c", self._keys(names), now, cost, rates, None)
             if reply is not None:
                 return
         if self.fail_open:
@@ -324,12 +335,22 @@ class RedisLimiter:
         client, places = self._bound()
         await places.acquire()
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.zadd(key, {self.node_id: now})
-                pipe.zremrangebyscore(key, "-inf", f"({now - NODE_TTL!r}")
-                pipe.zcard(key)
-                pipe.expire(key, int(NODE_TTL * 4))
-                replies = await pipe.execute()
+            if self.cluster:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(key, {self.node_id: now})
+                    pipe.zremrangebyscore(key, "-inf", f"({now - NODE_TTL!r}")
+                    pipe.zcard(key)
+                    pipe.expire(key, int(NODE_TTL * 4))
+                    replies = await pipe.execute()
+            else:
+                replies = await client.pipeline([
+                    command(b"ZADD", key, repr(now), self.node_id),
+                    command(b"ZREMRANGEBYSCORE", key, b"-inf", f"({now - NODE_TTL!r}"),
+                    command(b"ZCARD", key),
+                    command(b"EXPIRE", key, int(NODE_TTL * 4))])
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
         except _ERRORS as error:
             self._failed(error)
             return
@@ -352,9 +373,14 @@ class RedisLimiter:
         if loop is not self._loop or self._fork != _forks:
             # Another loop (a reload's, a test's) or a forked child: the old client's
             # connections belong to the other loop or to the parent; make our own.
-            kind = RedisCluster if self.cluster else Redis
-            self._client = kind.from_url(self._base, **self._settings)
-            self._script = self._client.register_script(LUA)
+            if self.cluster:
+                self._client = RedisCluster.from_url(self._base, **self._settings)
+                self._script = self._client.register_script(LUA)
+            else:
+                self._client = RespClient(**self._server, timeout=self.timeout,
+                                          connect_timeout=self._connect_timeout,
+                                          ssl=self._tls_context
+                                          if self._tls_files is not None else None)
             self._places = asyncio.Semaphore(self.max_connections)
             self._loop, self._fork = loop, _forks
         return self._client, self._places
@@ -383,11 +409,42 @@ class RedisLimiter:
         self._retry_at = now + RETRY
         return True
 
-    async def _call(self, keys: list[str], args: list) -> bytes | int | None:
+    def _tls_context(self) -> ssl.SSLContext:
+        """As redis-py makes it for rediss://: the server's certificate verified and its
+        name checked, against ``ssl_ca_certs`` (else the system's CAs); ``ssl_certfile``
+        and ``ssl_keyfile`` are ours. Made at the first connection (its errors, OSErrors,
+        are an unreachable Redis), then kept."""
+        if self._tls is None:
+            files = self._tls_files or {}
+            context = ssl.create_default_context()
+            if files.get("ssl_certfile") or files.get("ssl_keyfile"):
+                context.load_cert_chain(files.get("ssl_certfile"), files.get("ssl_keyfile"))
+            if files.get("ssl_ca_certs"):
+                context.load_verify_locations(cafile=files["ssl_ca_certs"])
+            self._tls = context
+        return self._tls
+
+    def _payload(self, op: bytes, keys: list[str], now: float, cost: float,
+                 rates: tuple[Rate, ...], ban: BanRule | None) -> bytes:
+        """The script's EVALSHA as one bytes object, from parts mostly encoded once."""
+        lead = (self._leads[op] if self._server_time
+                else bulk(op) + bulk(repr(float(now)).encode()) + bulk(self._slack))
+        count, blob = _rate_blob(rates)
+        parts = [_SCRIPT.head(len(keys), count + (3 if ban is not None else 0))]
+        for key in keys:
+            data = key.encode("utf-8", "surrogatepass")
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))  # bulk(data), inlined
+        parts += (lead, _cost_blob(cost), blob)
+        if ban is not None:
+            parts.append(_ban_blob(ban))
+        return b"".join(parts)
+
+    async def _call(self, op: bytes, keys: list[str], now: float, cost: float,
+                    rates: tuple[Rate, ...], ban: BanRule | None) -> bytes | int | None:
         """The script's reply, or None: Redis failed (and is now marked away), or every
-        connection stayed busy for ``timeout`` (a burst: this call only is decided
-        without Redis)."""
-        _, places = self._bound()
+        place stayed busy for ``timeout`` (a burst: this call only is decided without
+        Redis)."""
+        client, places = self._bound()
         if places.locked():
             try:
                 async with asyncio.timeout(self.timeout):
@@ -398,7 +455,14 @@ class RedisLimiter:
             await places.acquire()  # free: returns at once
         probing = not self.available
         try:
-            reply = await self._script(keys=keys, args=args)
+            if self.cluster:
+                args = [op, self._now(now), self._slack, repr(float(cost)), *_rate_args(rates)]
+                if ban is not None:
+                    args += _ban_args(ban)
+                reply = await self._script(keys=keys, args=args)
+            else:
+                reply = await client.call(self._payload(op, keys, now, cost, rates, ban),
+                                          _SCRIPT.load)
         except _ERRORS as error:
             self._failed(error)
             return None
@@ -449,6 +513,24 @@ def _ban_args(ban: BanRule) -> tuple[bytes, ...]:
 
 
 @functools.lru_cache(maxsize=1024)
+def _rate_blob(rates: tuple[Rate, ...]) -> tuple[int, bytes]:
+    """The script's arguments from the cost on (cost, n, the rates), as RESP: their count
+    and their bytes; the cost's, ``_cost_blob``, is put in front."""
+    values = _rate_args(rates)
+    return 4 + len(values), b"".join(map(bulk, values))
+
+
+@functools.lru_cache(maxsize=256)
+def _ban_blob(ban: BanRule) -> bytes:
+    return b"".join(map(bulk, _ban_args(ban)))
+
+
+@functools.lru_cache(maxsize=256)
+def _cost_blob(cost: float) -> bytes:
+    return bulk(repr(float(cost)).encode())
+
+
+@functools.lru_cache(maxsize=1024)
 def _divided(rates: tuple[Rate, ...], nodes: int) -> tuple[Rate, ...]:
     """This node's share of each rate while it limits alone."""
     if nodes <= 1:
@@ -476,6 +558,29 @@ def _tag(key: str) -> str:
 def _part(text: str) -> str:
     """A key's part after the tag: as it is, or its digest when long."""
     return text if len(text) <= LONG else _digest(text)
+
+
+def _server(url: str, shown: str, files: dict[str, Any]
+            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What ``RespClient`` needs of a redis:// or rediss:// URL, and for rediss:// its
+    ssl_* options (``files``; None for redis://), checked now: a bad URL fails when the
+    limiter is made, not at a call."""
+    parts = urlsplit(url)
+    tls = parts.scheme.lower() == "rediss"
+    if files and not tls:
+        raise ValueError(f"{shown}: {', '.join(files)} need TLS; write rediss://")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"{shown}: the port is not a number") from None
+    db = parts.path.strip("/") or "0"
+    if not (db.isdigit() and db.isascii()):
+        raise ValueError(f"{shown}: the path is the database number "
+                         f"(redis://host:port/0), not {parts.path!r}")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return ({"host": parts.hostname or "localhost", "port": port, "db": int(db),
+             "username": username, "password": password}, files if tls else None)
 
 
 def _parse(url: str, shown: str) -> tuple[str, bool, dict[str, Any]]:

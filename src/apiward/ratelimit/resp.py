@@ -24,6 +24,15 @@ bare socket, made safe to share:
   RESP (ProtocolError, a ConnectionError) fail every call waiting on it, and it is closed.
   Nothing sent is sent again (a decision must never count twice). An error reply
   (``ReplyError``) fails its own call only.
+
+Measured (uvloop; ``RedisLimiter.admit`` of one rate at Redis's clock; redis-server 7.0 on
+the other core of a 2-core VM that others were loading too, so ranges over interleaved
+runs): the median of 2000 sequential admits was 150-190 µs through redis-py, 90-115 µs
+through this client (a bare Protocol sending the same bytes: 65-85 µs); 50 concurrent
+tasks made 11-17k decisions/s through redis-py (60-90 µs each), 95-110k/s (9-10 µs each)
+through this client (30-50k/s while the box was busy). Without the network (a transport
+that answers at once) a decision's Python is ~10 µs sequential, 7-9 µs concurrent, loop
+wake-ups included.
 """
 
 from __future__ import annotations
@@ -339,7 +348,8 @@ class RespClient:
 
     async def pipeline(self, payloads: list[bytes]) -> list[Any]:
         """The replies to several commands written together, in order; an error reply, or
-        the connection's failure, is a ``ReplyError`` (or OSError) among them."""
+        the connection's failure once they were sent, is a ``ReplyError`` (or OSError)
+        among them. A connection that cannot be opened is raised."""
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()

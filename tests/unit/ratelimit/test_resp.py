@@ -1,6 +1,6 @@
 """resp: the RESP2 parser as plain calls (every type, replies cut at every byte, many in one
 read, malformed input); the encoding against redis-py's; and the client against a real
-redis-server (pipelining in order, NOSCRIPT, AUTH and SELECT, the server killed in the
+redis-server (pipelining in order, NOSCRIPT, AUTH and SELECT, TLS, the server killed in the
 middle of a pipeline) and against small fake servers (silent, half a reply, garbage, a
 Redis older than 6). Every live test runs on asyncio's loop and on uvloop's. No sleeps."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.connection import Connection
 
-from apiward.ratelimit import resp
+from apiward.ratelimit import redis_limiter, resp
+from apiward.ratelimit.gcra import Rate
+from apiward.ratelimit.local import BanRule, LocalLimiter
+from apiward.ratelimit.redis_limiter import RedisLimiter
 from apiward.ratelimit.resp import (
     Parser,
     ProtocolError,
@@ -34,9 +39,10 @@ from apiward.ratelimit.resp import (
     bulk,
     command,
 )
-from support.redis_server import RedisServer
+from apiward.ratelimit.table import SharedTable
+from support.redis_server import RedisServer, free_port
 
-REDIS_ERRORS = (ReplyError, OSError)  # what the limiter is to take for "Redis failed"
+REDIS_ERRORS = redis_limiter._ERRORS  # what the limiter takes for "Redis failed"
 
 
 def shape(value: Any) -> Any:
@@ -175,6 +181,25 @@ def test_command_encodes_as_redis_py_does() -> None:
     assert bulk(b"") == b"$0\r\n\r\n"
 
 
+@pytest.mark.parametrize("time_source", ["redis", "caller"])
+@pytest.mark.parametrize("ban", [None, BanRule(3, 10.0, 30.0)])
+def test_the_limiters_evalsha_is_redis_pys(time_source: str, ban: BanRule | None) -> None:
+    """The bytes the limiter builds for one decision are the bytes redis-py wrote from its
+    keys and arguments (as the cluster path still does)."""
+    limiter = RedisLimiter("redis://127.0.0.1:1/0", time_source=time_source)  # type: ignore[arg-type]
+    rates = (Rate(5, 1.0, 5), Rate(100, 3600.0, 20))
+    keys = ["apiward:{ip:1}rl|a|r|0|ip:1", "apiward:{k\udcff}rl|a|r|1|k\udcff"]
+    if ban is not None:
+        keys += ["apiward:{ip:1}ban|ip:1", "apiward:{ip:1}viol|ip:1"]
+    for op, now, cost in [(b"a", 1.7e9 + 0.25, 1), (b"p", 0.0, 0.5), (b"c", 3.0, -2)]:
+        args = [op, limiter._now(now), limiter._slack, repr(float(cost)),
+                *redis_limiter._rate_args(rates)]
+        if ban is not None:
+            args += redis_limiter._ban_args(ban)
+        want = redis_py("EVALSHA", redis_limiter._SCRIPT.sha, len(keys), *keys, *args)
+        assert limiter._payload(op, keys, now, cost, rates, ban) == want
+
+
 def test_auth_and_select_on_connect() -> None:
     async def hello(**given: Any) -> list[tuple[bytes, bytes | None]]:
         return RespClient("h", 1, timeout=1, connect_timeout=1, **given)._hello
@@ -188,6 +213,20 @@ def test_auth_and_select_on_connect() -> None:
     assert made(username="alice", password="pw", db=3) == [
         (command("AUTH", "alice", "pw"), None), (command("SELECT", "3"), None)]
     assert made(username="alice") == [(command("AUTH", "alice", ""), None)]
+
+
+def test_the_url_gives_the_connection() -> None:
+    server = redis_limiter._server
+    assert server("redis://u%40x:p%3Aw%2F@[::1]:7000/2", "shown", {}) == (
+        {"host": "::1", "port": 7000, "db": 2, "username": "u@x", "password": "p:w/"}, None)
+    assert server("rediss://h", "shown", {"ssl_ca_certs": "ca.pem"}) == (
+        {"host": "h", "port": 6379, "db": 0, "username": None, "password": None},
+        {"ssl_ca_certs": "ca.pem"})
+    assert server("redis://:@h:1/", "s", {})[0]["password"] == ""
+    with pytest.raises(ValueError, match="database number"):
+        RedisLimiter("redis://127.0.0.1:6379/zero")
+    with pytest.raises(ValueError, match="need TLS; write rediss://"):
+        RedisLimiter("redis://127.0.0.1:6379/0?ssl_ca_certs=/ca.pem")
 
 
 def test_script_heads() -> None:
@@ -302,6 +341,23 @@ def test_noscript_loads_the_script_and_sends_the_call_again(loop, redis_url: str
     run(loop, scenario())
 
 
+def test_the_limiter_survives_a_script_flush(loop, redis_url: str, redis_server) -> None:
+    names = ("rl|api|r|0|ip:1",)
+    rates = (Rate(10, 60.0, 10),)
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(redis_url, time_source="caller")
+        try:
+            assert (await limiter.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 9
+            redis_server.command("SCRIPT", "FLUSH")
+            assert (await limiter.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 8
+            assert limiter.available
+        finally:
+            await limiter.close()
+
+    run(loop, scenario())
+
+
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[RedisServer]:
     """A redis-server with a password and an ACL user (whose password needs quoting in a
@@ -340,6 +396,36 @@ def test_auth_with_a_password_and_a_user(loop, guarded: RedisServer) -> None:
     run(loop, scenario())
 
 
+def test_the_limiter_authenticates_from_its_url(loop, guarded: RedisServer, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="apiward")
+    names = ("rl|api|r|0|ip:1",)
+    rates = (Rate(10, 60.0, 10),)
+    port = guarded.port
+
+    async def scenario() -> None:
+        good = RedisLimiter(f"redis://alice:p%40ss%3Aw%2Frd@127.0.0.1:{port}/5",
+                            time_source="caller")
+        bad = RedisLimiter(f"redis://:wrong-one@127.0.0.1:{port}/0", fallback=LocalLimiter(
+            SharedTable(1 << 10, shared=False)))
+        checking = client_of(guarded, password="s3cret", db=5)
+        try:
+            await checking.call(command("FLUSHDB"))
+            assert (await good.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 9
+            await good.heartbeat()
+            assert good.available and good.nodes == 1
+            keys = await checking.call(command("KEYS", "*"))
+            assert sorted(keys) == [b"apiward:nodes", b"apiward:{ip:1}rl|api|r|0|ip:1"]
+            assert (await bad.admit("ip:1", names, rates, 0.0, 1, None)).allowed  # fallback
+            assert not bad.available
+        finally:
+            for limiter in (good, bad):
+                await limiter.close()
+            await checking.aclose()
+
+    run(loop, scenario())
+    assert "WRONGPASS" in caplog.text and "wrong-one" not in caplog.text
+
+
 def test_server_killed_mid_pipeline_fails_every_call_then_recovers(
         loop, redis_url: str, redis_server: RedisServer) -> None:
     async def scenario() -> None:
@@ -368,6 +454,45 @@ def test_server_killed_mid_pipeline_fails_every_call_then_recovers(
         run(loop, scenario())
     finally:
         redis_server.start()
+
+
+def test_limiter_with_redis_killed_mid_pipeline_decides_every_call_then_recovers(
+        loop, redis_url: str, redis_server: RedisServer, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="apiward")
+    clock = [1000.0]
+    names = ("rl|api|r|0|ip:1",)
+    rates = (Rate(1000, 60.0, 1000),)
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(redis_url, clock=lambda: clock[0], timeout=5.0,
+                               fallback=LocalLimiter(SharedTable(1 << 10, shared=False)))
+        try:
+            assert (await limiter.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 999
+            redis_server.command(*PAUSE)
+            decisions = [asyncio.ensure_future(limiter.admit("ip:1", names, rates, 0.0, 1, None))
+                         for _ in range(50)]
+            for _ in range(3):
+                await asyncio.sleep(0)  # the tasks start and their calls are written
+            os.kill(redis_server.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            started = time.monotonic()
+            got = await asyncio.gather(*decisions)
+            assert time.monotonic() - started < 1.0
+            assert all(d.allowed for d in got)  # decided here, at the fallback
+            assert not limiter.available
+            redis_server.stop()
+            redis_server.start()
+            clock[0] += 1.0  # the next probe
+            back = await limiter.admit("ip:1", names, rates, 0.0, 1, None)
+            assert limiter.available and back.remaining == 999  # a fresh Redis's decision
+        finally:
+            await limiter.close()
+
+    try:
+        run(loop, scenario())
+    finally:
+        redis_server.start()
+    ours = [r for r in caplog.records if r.name == "apiward"]
+    assert [r.levelno for r in ours] == [logging.WARNING, logging.INFO]  # once each
 
 
 def test_a_cancelled_caller_leaves_the_others_their_replies(loop, redis_url: str,
@@ -412,6 +537,41 @@ def test_a_loop_closed_under_an_open_connection_leaves_no_traceback(
         return client
 
     run(loop, scenario())
+
+
+def test_tls_with_our_own_ca(loop, redis_server, tmp_path: Path, caplog) -> None:
+    from apiward.identity.pki import CertificateAuthority
+
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    cert = ca.issue("redis", kind="server", sans=["127.0.0.1"])
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "tls", extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert.cert),
+        "--tls-key-file", str(cert.key), "--tls-ca-cert-file", str(ca.cert_path),
+        "--tls-auth-clients", "no"))
+    server.start()
+    names = ("rl|api|r|0|ip:1",)
+    rates = (Rate(10, 60.0, 10),)
+
+    async def scenario() -> None:
+        base = f"rediss://127.0.0.1:{tls_port}/0"
+        trusting = RedisLimiter(f"{base}?ssl_ca_certs={ca.cert_path}", time_source="caller")
+        doubting = RedisLimiter(base, fallback=LocalLimiter(SharedTable(1 << 10, shared=False)))
+        try:
+            assert (await trusting.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 9
+            assert (await trusting.admit("ip:1", names, rates, 0.0, 1, None)).remaining == 8
+            assert trusting.available
+            assert (await doubting.admit("ip:1", names, rates, 0.0, 1, None)).allowed
+            assert not doubting.available  # the system's CAs do not know ours
+        finally:
+            await trusting.close()
+            await doubting.close()
+
+    try:
+        run(loop, scenario())
+    finally:
+        server.stop()
+    assert "certificate verify failed" in caplog.text
 
 
 # -- live: fake servers
