@@ -15,6 +15,7 @@ import pytest
 from support.gateway import GatewayProcess
 from support.proxy_fixtures import CountingUpstream, api, gateway_config, start_gateway, wait_until
 from support.redis_server import RedisServer
+from support.wire_fixtures import RawClient
 
 LIMIT = 6  # per minute, burst 6: nothing comes back during a test
 
@@ -116,3 +117,30 @@ def test_fail_closed_refuses_with_503_while_redis_is_away(
                               message="back on Redis")
     finally:
         redis_server.start()
+
+
+def test_decisions_awaited_from_redis_keep_bodies_and_pipelining_in_order(
+        upstream: CountingUpstream, redis_url: str, tmp_path: Path) -> None:
+    """A verdict still on its way from Redis holds the call, not the connection: a body
+    sent meanwhile is forwarded whole once allowed, pipelined calls are answered in order,
+    and a refused call with a body in flight is answered 429 and the connection closed."""
+
+    with gateways(upstream, redis_url, tmp_path, 1) as (gw,):
+        with RawClient(gw.port) as client:
+            body = b'{"n": 1}'
+            post = (b"POST /echo/p HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%b"
+                    % (len(body), body))
+            client.send(post + b"GET /echo/second HTTP/1.1\r\nHost: t\r\n\r\n" + post)
+            first, second, third = (client.response() for _ in range(3))
+            assert first.status == 200 and first.json()["body"] == body.decode()
+            assert second.status == 200 and second.json()["path"] == "/echo/second"
+            assert third.status == 200
+        with RawClient(gw.port) as client:  # the quota (6) is spent after 3 more calls
+            for _ in range(3):
+                client.send(b"GET /echo/x HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert client.response().status == 200
+            client.send(b"POST /echo/late HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n"
+                        b"partial")
+            refused = client.response()
+            assert refused.status == 429
+            assert client.closed_within(3.0)  # its body never finished: no next request
