@@ -596,14 +596,21 @@ def _remote(config: Config, deps: Deps, local: LocalLimiter) -> Any:
     store = config.store
     if store == "memory://":
         return None
-    if not store.startswith(("redis://", "rediss://")):
-        raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.store: "
-                           "expected memory:// (this node) or redis://host:port/db"])
+    from apiward.state.store import is_redis_url
+
+    where = f"apis ({deps.api_name}).checks.ratelimit.store"
+    if not is_redis_url(store):
+        raise ConfigError([f"{where}: expected memory:// (this node), redis://host:port/db, "
+                           "rediss://… or redis+cluster://host:port"])
     from apiward.ratelimit.local import node_id
     from apiward.ratelimit.redis_limiter import RedisLimiter
+    from apiward.state.store import redact_url
 
-    remote = RedisLimiter(store, on_failure=config.on_store_failure, fallback=local,
-                          node_id=node_id() if deps.table is None else None)
+    try:
+        remote = RedisLimiter(store, on_failure=config.on_store_failure, fallback=local,
+                              node_id=node_id() if deps.table is None else None)
+    except ValueError as error:
+        raise ConfigError([f"{where} ({redact_url(store)}): {error}"]) from None
     deps.periodic.append(remote.heartbeat)
     deps.closers.append(remote.close)
     return remote
