@@ -445,11 +445,12 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     async def decide_remote(counted: list[Counted], context: Any) -> Verdict:
         now = context.now
         assert remote is not None
-        decisions = await asyncio.gather(*(
-            remote.peek(item.names, item.rule.rates, now, item.cost)
-            if item.rule.count_status is not None else
-            remote.admit(item.key, item.names, item.rule.rates, now, item.cost, ban)
-            for item in counted))
+        asks = [remote.peek(item.names, item.rule.rates, now, item.cost)
+                if item.rule.count_status is not None else
+                remote.admit(item.key, item.names, item.rule.rates, now, item.cost, ban)
+                for item in counted]
+        # One rule (the common case) is awaited as it is: gather would cost a task.
+        decisions = [await asks[0]] if len(asks) == 1 else await asyncio.gather(*asks)
         refusal = None
         for item, decision in zip(counted, decisions, strict=True):
             item.charged = decision.allowed and item.rule.count_status is None
