@@ -251,7 +251,7 @@ def _bounded(kind: str, value: str) -> str:
     """A key value of the call's own making (a header, a claim, a path segment): long
     ones are hashed so a store key stays small whatever the client sends."""
     if len(value) > LONG_KEY:
-        return kind + "#" + hashlib.blake2b(value.encode("utf-8", "surrogateescape"),
+        return kind + "#" + hashlib.blake2b(value.encode("utf-8", "surrogatepass"),
                                             digest_size=16).hexdigest()
     return kind + value
 
