@@ -243,28 +243,29 @@ def read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float = 30) 
     return output.decode()
 
 
-def test_demo_prints_five_calls_and_serves_until_sigint() -> None:
+def test_demo_prints_six_calls_and_serves_until_sigint() -> None:
     proc = subprocess.Popen([str(BIN), "demo", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=ENV, start_new_session=True)
     try:
         output = read_until(proc, "Serving until Ctrl-C")
         curls = re.findall(r"^curl .*?(http://127\.0\.0\.1:(\d+)(\S*))$", output, re.MULTILINE)
-        assert len(curls) == 5, output
+        assert len(curls) == 6, output
         statuses = re.findall(r"^\s*HTTP/1\.1 (\d{3})", output, re.MULTILINE)
-        assert statuses == ["200", "405", "400", "404", "400"], output
+        assert statuses == ["200", "405", "400", "404", "400", "429"], output
         problems = [json.loads(line) for line in output.splitlines()
                     if line.strip().startswith('{"type"')]
-        assert [p["status"] for p in problems] == [405, 400, 404, 400]
-        assert [p["check"] for p in problems] == ["methods", "http", "route", "schema"]
+        assert [p["status"] for p in problems] == [405, 400, 404, 400, 429]
+        assert [p["check"] for p in problems] == ["methods", "http", "route", "schema",
+                                                  "ratelimit"]
         assert problems[3]["errors"][0]["location"] == "query.limit"
         assert all(p["request_id"] and p["check"] for p in problems)
         assert "-X PUT" in output
 
         # It really serves, at the port it printed, and answers as it showed.
         port = int(curls[0][1])
-        methods = ("GET", "PUT", "GET", "GET", "GET")
-        for (_, _, path), method, status in zip(curls, methods, (200, 405, 400, 404, 400),
-                                                strict=True):
+        methods = ("GET", "PUT", "GET", "GET", "GET", "GET")
+        for (_, _, path), method, status in zip(curls, methods,
+                                                (200, 405, 400, 404, 400, 429), strict=True):
             with RawClient(port) as conn:
                 conn.request(method, path, host=f"127.0.0.1:{port}")
                 assert conn.read_response(method).status == status

@@ -1,4 +1,4 @@
-"""``apiward demo``: the bookshop API on a free port, the gateway in front, five calls shown."""
+"""``apiward demo``: the bookshop API on a free port, the gateway in front, six calls shown."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ from apiward.runtime import Runtime
 from apiward.server.gateway import Gateway, listen_socket
 from apiward.server.workers import install_event_loop
 
+HEALTH_LIMIT = 2  # calls a minute per client address, to show a 429
+
+# (what it shows, method, path, curl flags, how many times it is called: the last is shown)
 CALLS = (
-    ("an allowed call", "GET", "/books/1", ""),
-    ("a method the API does not accept", "PUT", "/books/1", ""),
-    ("a path climbing out of the API", "GET", "/books/%2e%2e/%2e%2e/etc/passwd", "--path-as-is "),
-    ("an endpoint the OpenAPI document does not declare", "GET", "/admin/users", ""),
-    ("a query parameter the schema does not allow", "GET", "/books?limit=1000", ""),
+    ("an allowed call", "GET", "/books/1", "", 1),
+    ("a method the API does not accept", "PUT", "/books/1", "", 1),
+    ("a path climbing out of the API", "GET", "/books/%2e%2e/%2e%2e/etc/passwd",
+     "--path-as-is ", 1),
+    ("an endpoint the OpenAPI document does not declare", "GET", "/admin/users", "", 1),
+    ("a query parameter the schema does not allow", "GET", "/books?limit=1000", "", 1),
+    (f"a client over its rate limit ({HEALTH_LIMIT}/min on GET /health; the third call)",
+     "GET", "/health", "", HEALTH_LIMIT + 1),
 )
 
 
@@ -32,6 +38,9 @@ def demo_config(upstream: str, port: int) -> Config:
             "checks": {
                 "methods": {"allow": ["GET", "POST", "DELETE"]},
                 "ipfilter": {"allow": ["127.0.0.0/8", "::1/128"]},
+                "ratelimit": {"rules": [{"name": "health", "key": "ip",
+                                         "match": "GET /health",
+                                         "limits": [f"{HEALTH_LIMIT}/min"]}]},
             },
         }],
     })
@@ -60,9 +69,11 @@ async def main(port: int) -> int:
     base = f"http://127.0.0.1:{bound}"
     print(f"demo API (direct):  {api.url}   OpenAPI: {spec_path()}")
     print(f"apiward gateway:    {base}\n")
-    for title, method, path, flags in CALLS:
+    for title, method, path, flags, times in CALLS:
         option = "" if method == "GET" else f"-X {method} "
         print(f"# {title}\ncurl -i {flags}{option}{base}{path}")
+        for _ in range(times - 1):
+            await fetch(bound, method, path)
         print(await fetch(bound, method, path) + "\n")
     print("Serving until Ctrl-C.", flush=True)
     stop = asyncio.Event()
