@@ -664,13 +664,19 @@ def _dump(ep: EndpointStats) -> dict[str, Any]:
         data["windows"] = {str(b): n for b, n in ep.windows.items()}
         data["window_peak"] = ep.window_peak
     if ep.clients:
-        # [id, calls, last seen, seconds since first seen, open window's calls, peak]
-        # by kind; times in whole seconds; the open window is the last seen one's.
-        clients: dict[str, list[list[Any]]] = {}
+        # By kind, one flat list of 6 items per client: id, calls, last seen, seconds since
+        # first seen, the open window's calls, peak (times in whole seconds; the open
+        # window is the last seen one's). Flat: no container per client, so a big state
+        # costs the garbage collector nothing.
+        clients: dict[str, list[Any]] = {}
+        flat: list[Any] = []
+        flat_kind = None
         for (kind, ident), c in ep.clients.items():
-            last = math.floor(c.last_seen)
-            clients.setdefault(kind, []).append(
-                [ident, c.calls, last, last - math.floor(c.first_seen), c.current, c.peak])
+            if kind != flat_kind:
+                flat = clients.setdefault(kind, [])
+                flat_kind = kind
+            last = int(c.last_seen // 1)
+            flat += (ident, c.calls, last, last - int(c.first_seen // 1), c.current, c.peak)
         data["clients"] = clients
     return data
 
@@ -695,8 +701,11 @@ def _load(data: dict[str, Any]) -> EndpointStats:
         other_clients=int(data.get("other_clients", 0)))
     ep.windows = {int(b): int(n) for b, n in data.get("windows", {}).items()}
     ep.window_peak = int(data.get("window_peak", 0))
-    for kind, clients in data.get("clients", {}).items():
-        for ident, calls, last, age, current, peak in clients:
+    for kind, flat in data.get("clients", {}).items():
+        if len(flat) % 6:
+            raise TypeError("client lists hold 6 items per client")
+        for at in range(0, len(flat), 6):
+            ident, calls, last, age, current, peak = flat[at:at + 6]
             last = int(last)
             ep.clients[(str(kind), str(ident))] = ClientStats(
                 int(calls), float(last - int(age)), float(last), float(last // 60), int(current),

@@ -35,8 +35,8 @@ def rec(path: str, template: str | None, ident: str, t: float,
 def canonical(inventory: Inventory) -> list[dict]:
     endpoints = orjson.loads(orjson.dumps(inventory.to_dict()))["endpoints"]
     for ep in endpoints:
-        for clients in ep.get("clients", {}).values():
-            clients.sort()
+        for kind, flat in ep.get("clients", {}).items():
+            ep["clients"][kind] = sorted(flat[at:at + 6] for at in range(0, len(flat), 6))
     return sorted(endpoints, key=lambda ep: (ep["method"], ep["template"]))
 
 
