@@ -54,7 +54,12 @@ Cost: ``add`` does a few dict and attribute operations per record; a path that d
 match a spec operation also costs the learner's ``observe`` and, for a path whose
 id-shaped segments (numbers, UUIDs, long hex) have not been seen in that shape, one
 ``template`` lookup (a bounded cache keyed by the path with those segments replaced).
-Measured in tests/unit/inventory/test_aggregates.py (``test_add_cost``).
+Measured in tests/unit/inventory/test_aggregates.py (CPython 3.11, a 2-core VM; 50
+endpoints, 200 clients): ``add`` ~1.9 us per record with spec templates, ~3.3 us learned
+(``observe`` is ~1.1 of it); a flood of random paths and clients ~6.5 us per record.
+``to_dict`` + ``orjson.dumps``: ~4 ms and ~160 KB for that traffic, ~140 ms and 9.1 MiB
+for the largest state (every bound full: 2000 endpoints x 100 clients), ~40 ms with a
+full learner (10k nodes). It runs where ``add`` runs (the state is not thread-safe).
 """
 
 from __future__ import annotations
