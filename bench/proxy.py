@@ -197,6 +197,19 @@ def apiward_spec_command(env: Env, port: int) -> list[str]:
             env.upstream_url, "--workers", "1", "--spec", str(BENCH_DIR / "validation_spec.yaml")]
 
 
+def apiward_inventory_command(env: Env, port: int) -> list[str]:
+    """Pass-through apiward recording every call into the endpoint inventory (SQLite)."""
+    config = f"""\
+listen: 127.0.0.1:{port}
+events: {{stdout: false}}
+inventory: {{store: "{env.tmp / 'inventory.db'}"}}
+apis:
+  - name: bench
+    upstream: {{url: "{env.upstream_url}"}}
+"""
+    return apiward_config_command(env, "apiward-inventory", config)
+
+
 def apiward_idle_command(env: Env, port: int) -> list[str]:
     """Pass-through apiward whose limits admit --connections-test's idle connections."""
     config = f"""\
@@ -218,6 +231,8 @@ SUTS: tuple[Sut, ...] = (
     Sut("apiward-checks", "apiward with methods + ipfilter checks", apiward_checks_command),
     Sut("apiward-spec", "apiward validating a GET with path + 3 query parameters by its spec",
         apiward_spec_command, path=SPEC_PATH),
+    Sut("apiward-inventory", "apiward pass-through recording every call (inventory)",
+        apiward_inventory_command, default=False),
     Sut("apiward-idle", "apiward pass-through, limits for --connections-test", apiward_idle_command,
         default=False),
 )  # fmt: skip
@@ -649,6 +664,7 @@ RATIOS = (
     ("apiward-checks", "nginx"),
     ("apiward-checks", "apiward"),
     ("apiward-spec", "apiward"),
+    ("apiward-inventory", "apiward"),
 )
 RATIO_METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_kb")
 TABLE_HEADERS = (

@@ -238,11 +238,13 @@ def _add_command_groups() -> None:
     modules (they import nothing heavy until a command runs)."""
     from apiward.cli_block import block
     from apiward.cli_ca import ca
+    from apiward.cli_inventory import inventory
     from apiward.cli_keys import keys
 
     main.add_command(ca)
     main.add_command(keys)
     main.add_command(block)
+    main.add_command(inventory)
 
 
 _add_command_groups()

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class CompiledApi:
     periodic: tuple[Callable[[], Awaitable[None]], ...] = ()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
     after_checks: tuple[Check, ...] = ()  # told how each call ended
+    spec_templates: frozenset[tuple[str, str]] = frozenset()  # (METHOD, template) declared
     shedder: Any = None  # server.shedding.Shedder: the cap on calls in flight upstream
     priorities: Any = None  # its endpoint priorities (server.shedding.Priorities)
     deferring: Check | None = None  # the head check whose verdict may come later
@@ -161,6 +163,35 @@ def report_spec(name: str, path: Path, spec: CompiledSpec) -> None:
                  name, path.name, found.total(), counts, path)
 
 
+_RECORDER: list[Any] = []  # (store, pid, Recorder) of this process: it outlives a reload
+
+
+def recorder_for(config: Config, apis: list[CompiledApi]) -> Any:
+    """The process's inventory recorder (kept across reloads while the store is the same,
+    so the counts go on), or None when the config records nothing."""
+    setting = config.inventory
+    if setting is None:
+        return None
+    store = str(setting.store)
+    spec_templates = {api.name: api.spec_templates for api in apis}
+    if _RECORDER and _RECORDER[0][:2] == (store, os.getpid()):  # (not a parent's: a store
+        recorder = _RECORDER[0][2]  # opened before fork is not used after it)
+        recorder.inventory.spec_templates = spec_templates
+        recorder.save_interval = setting.save_interval
+        return recorder
+    from apiward.events.recorder import Recorder
+    from apiward.state.store import StoreError, open_store
+
+    try:
+        opened = open_store(store)
+    except StoreError as error:
+        raise ConfigError([f"inventory.store ({store}): {error}"]) from None
+    recorder = Recorder(opened, spec_templates, save_interval=setting.save_interval,
+                        max_endpoints=setting.max_endpoints)
+    _RECORDER[:] = [(store, os.getpid(), recorder)]
+    return recorder
+
+
 def declared_header_names(config: Config) -> frozenset[bytes]:
     """Header names with ``_`` that an API declares (its spec's header parameters and
     apiKey schemes, the identity check's ``api_keys.header``): kept, not dropped."""
@@ -219,6 +250,9 @@ def compile_api(api: Api) -> CompiledApi:
         deferring=next((c for c in checks if c.defers), None),
         shedder=shedder,
         priorities=priorities,
+        spec_templates=frozenset(
+            (method, entry.template) for entry in spec.entries.values()
+            for method in entry.operations) if spec is not None else frozenset(),
         pool=UpstreamPool(
             upstream.host,
             upstream.port,
@@ -296,6 +330,7 @@ class Runtime:
                 raise ConfigError(f"tls.crl ({crl}): {error}") from None
         self._client_certs: dict[bytes, ClientCert] = {}
         self.events = EventLog(config.events.file, config.events.stdout)
+        self.recorder = recorder_for(config, self.apis)  # folded by the gateway's sweeper
         # Normalised targets by raw bytes: a hot endpoint is normalised once. Only plain
         # origin-form targets are kept (they mean the same for every method), short ones,
         # and at most TARGET_CACHE of them: a flood of distinct targets only empties it.

@@ -192,6 +192,21 @@ class Events(Strict):
     stdout: bool = True
 
 
+class InventoryRecording(Strict):
+    """Record every call into the endpoint inventory (``apiward inventory`` reads it):
+    ``store`` is a SQLite file (relative to the config file) or a redis:// URL, which
+    several gateways can feed."""
+
+    store: Path | str = Path("apiward.db")
+    save_interval: Duration = 10.0
+    max_endpoints: int = Field(2000, ge=10)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: object) -> object:
+        return value if not isinstance(value, str) or "://" in value else Path(value)
+
+
 class Tls(Strict):
     """TLS on the listener. ``cert`` may hold the chain after the certificate. With
     ``client_ca``, clients may present certificates: ``required`` refuses a handshake
@@ -229,6 +244,7 @@ class Config(Strict):
     paths: PathRules = Field(default_factory=PathRules)
     headers: HeaderRules = Field(default_factory=HeaderRules)
     events: Events = Field(default_factory=Events)
+    inventory: InventoryRecording | None = None  # absent: calls are not recorded
     apis: list[Api] = Field(min_length=1)
 
     @field_validator("listen")

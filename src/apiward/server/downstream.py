@@ -62,6 +62,8 @@ IDLE, HEADER, BODY, UPSTREAM, SEND = 1, 2, 3, 4, 5
 PIPELINE, CONGESTED, CONNECTING = 1, 2, 4
 
 NO_BODY_STATUS = frozenset({204, 304})
+# Fields that carry credentials, for the inventory's "called without credentials".
+CREDENTIAL_FIELDS = frozenset({b"authorization", b"x-api-key", b"api-key", b"cookie"})
 LIMIT_STATUSES = frozenset({413, 414, 431})  # refusals for size, reported by check "limits"
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %b" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -101,12 +103,14 @@ class Call:
         "priority",
         "refused_by",
         "request",
+        "resp_bytes",
         "resp_chunked",
         "resp_close_delimited",
         "resp_held",
         "resp_started",
         "sent_at",
         "shed",
+        "started",
         "status",
     )
 
@@ -145,6 +149,8 @@ class Call:
         self.status = 0
         self.refused_by: str | None = None
         self.deciding = False  # a check's verdict is awaited from the store
+        self.resp_bytes = 0  # body bytes of the answer sent on (for the inventory)
+        # ``started``: when the head was judged (monotonic), set only while recording.
         # Load shedding: the Shedder that counted this call in flight (released once).
         # Only with shedding on: ``priority`` (set with the head), ``sent_at`` and
         # ``head_latency`` (set when counted): unset otherwise, as nothing reads them.
@@ -548,6 +554,8 @@ class Downstream(asyncio.Protocol):
         request = Request(method, target.path, target.query, Headers(fields), ip,
                           request_id, host_name, version, self.tls, None, call.body_length != 0)
         call.request = request
+        if runtime.recorder is not None:
+            call.started = monotonic()
         api = runtime.only_api or runtime.route(host_name, target.path)
         if api is None:
             verdict = deny(404, "no_api", "no API is served at this host and path")
@@ -868,8 +876,12 @@ class Downstream(asyncio.Protocol):
         if call.shed is not None:
             self._release(call)
         api = call.api
-        if api is not None and api.after_checks and call.context is not None:
-            self._after(call, api)
+        if api is not None:
+            if api.after_checks and call.context is not None:
+                self._after(call, api)
+            recorder = self.gateway.runtime.recorder
+            if recorder is not None and call.request is not None:
+                self._record(call, api, recorder)
         transport = self.transport
         if transport is None:
             self.out.clear()
@@ -903,6 +915,35 @@ class Downstream(asyncio.Protocol):
                 check.run_after(request, context, call.status, call.refused_by)  # type: ignore[misc]
             except Exception:
                 log.exception("check %r failed after the call", check.name)
+
+    def _record(self, call: Call, api: CompiledApi, recorder: Any) -> None:
+        """The call, as the inventory keeps it: names and counts, never values."""
+        request = call.request
+        assert request is not None
+        context = call.context
+        endpoint = identity = None
+        if context is not None:
+            endpoint, identity = context.endpoint, context.identity
+        refused = call.refused_by
+        if identity is not None and identity.kind != "anonymous":
+            kind, who, credentials = identity.kind, identity.id, True
+        else:
+            kind = who = None
+            credentials = request.tls is not None and request.tls.fingerprint is not None
+            if not credentials:
+                for field in request.headers.fields:
+                    if field[0] in CREDENTIAL_FIELDS:
+                        credentials = True
+                        break
+        started = getattr(call, "started", None)
+        recorder.record((
+            api.name, request.method, request.host, request.path,
+            endpoint.template if endpoint is not None else None, call.status,
+            monotonic() - started if started is not None else 0.0, call.body_received,
+            call.resp_bytes, kind, who, credentials,
+            "allow" if refused is None else "error" if refused == "upstream" else "block",
+            context.now if context is not None else time(),
+        ))
 
     def _await_head(self) -> None:
         """Nothing to answer: time the next head (begun) or the idle keep-alive."""
@@ -965,6 +1006,7 @@ class Downstream(asyncio.Protocol):
             if held.size > RESPONSE_HOLD_LIMIT:
                 self._release_held(call, too_large=True)
             return
+        call.resp_bytes += len(body)
         if call.resp_chunked:
             self.out.append(_chunk(body))
         else:

@@ -28,6 +28,7 @@ log = logging.getLogger("apiward.server")
 
 PERIODIC_INTERVAL = 5.0  # seconds between runs of the runtime's refresh jobs
 REAP_SHARE = 64  # at the connection cap, up to 1/64 of it in idle keep-alives is closed
+RECORD_INTERVAL = 1.0  # seconds between folds of the recorded calls into the inventory
 
 
 async def _guarded(job: Callable[[], Awaitable[None]]) -> None:
@@ -68,6 +69,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._tls: ssl.SSLContext | None = None
         self._next_periodic = 0.0
+        self._next_record = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
         self._drained: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,6 +177,12 @@ class Gateway:
                     conn._abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        recorder = self.runtime.recorder
+        if recorder is not None:  # the calls since the last save are not lost
+            try:
+                await recorder.close()
+            except Exception:
+                log.exception("saving the inventory at shutdown failed")
         self.runtime.close()
 
     # -- the sweeper -------------------------------------------------------------------
@@ -230,6 +238,10 @@ class Gateway:
                 conn._abort()
         for api in runtime.apis:
             api.pool.expire(now)
+        recorder = runtime.recorder
+        if recorder is not None and now >= self._next_record and recorder.pending:
+            self._next_record = now + RECORD_INTERVAL  # a small batch folds in small chunks
+            self.spawn(_guarded(recorder.flush))
         if runtime.periodic and now >= self._next_periodic:
             self._next_periodic = now + PERIODIC_INTERVAL
             for job in runtime.periodic:  # key tables, JWKS: refreshed off the request path
