@@ -8,12 +8,12 @@ their next refresh (seconds).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
 from apiward.cli_ca import _fail, _say
 from apiward.cli_keys import _existing, store_option
+from apiward.cli_keys import run_on_store as _run
 
 list_option = click.option("--allow", "kind", flag_value="allow",
                            help="The allow list (never limited nor banned) instead.")
@@ -101,22 +101,3 @@ def list_(as_json: bool, store_url: str) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _run(store_url: str, work: Any) -> Any:
-    """Open the store, await ``work(store)``, close it; a store error ends the command."""
-    import asyncio
-
-    from apiward.state.store import StoreError, open_store
-
-    async def main() -> Any:
-        store = open_store(store_url)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except StoreError as error:
-        _fail(str(error))

@@ -130,27 +130,15 @@ def _from_config(config_path: Path | None, store_url: str | None
 
 
 def _load(store_url: str, specs: Any) -> Any:
-    import asyncio
-
+    from apiward.cli_keys import run_on_store
     from apiward.inventory.persist import load
-    from apiward.state.store import StoreError, open_store, store_path
+    from apiward.state.store import StoreError, store_path
 
     try:
         path = store_path(store_url)
     except StoreError as error:
         _fail(str(error))
-    if path is not None and not path.exists():
+    if path is not None and not path.exists():  # a wrong path, not an empty inventory
         _fail(f"no inventory store at {path}: has a gateway with this inventory.store "
               "run yet?")
-
-    async def main() -> Any:
-        store = open_store(store_url)
-        try:
-            return await load(store, spec_templates=specs)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except StoreError as error:
-        _fail(str(error))
+    return run_on_store(store_url, lambda store: load(store, spec_templates=specs))

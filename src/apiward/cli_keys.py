@@ -109,10 +109,18 @@ def revoke(name: str, store_url: str) -> None:
 
 
 def _run(store_url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Open the store, await ``work(store)``, close it; known errors end the command."""
+    from apiward.identity.apikeys import ApiKeyError
+
+    return run_on_store(store_url, work, ApiKeyError)
+
+
+def run_on_store(store_url: str, work: Callable[[Any], Awaitable[Any]],
+                 *errors: type[Exception]) -> Any:
+    """Open the store, await ``work(store)``, close it; a store error (or one of
+    ``errors``) ends the command with its one line. Shared by ``apiward keys``, ``block``
+    and ``inventory``."""
     import asyncio
 
-    from apiward.identity.apikeys import ApiKeyError
     from apiward.state.store import StoreError, open_store
 
     async def main() -> Any:
@@ -124,7 +132,7 @@ def _run(store_url: str, work: Callable[[Any], Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(main())
-    except (StoreError, ApiKeyError) as error:
+    except (StoreError, *errors) as error:
         _fail(str(error))
 
 

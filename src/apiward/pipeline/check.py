@@ -48,6 +48,39 @@ class Deps:
 NO_DEPS = Deps()
 
 
+def store_table(url: str, load: Callable[[Any], Awaitable[Any]], deps: Deps, key: str) -> Any:
+    """A table a check keeps in memory from a state store (API keys, block lists): opened
+    and loaded now (compile time, off the event loop), refreshed by the gateway every few
+    seconds (``table.refresh``), its store closed with the runtime. A store that cannot
+    be read is a ConfigError naming ``apis (<api>).checks.<key>`` (password hidden)."""
+    from apiward.errors import ConfigError
+    from apiward.state.store import StoreError, open_store, redact_url
+
+    try:
+        store = open_store(url)
+        table = run_now(load(store))
+    except (StoreError, OSError) as error:
+        raise ConfigError([f"apis ({deps.api_name}).checks.{key} ({redact_url(url)}): "
+                           f"{error}"]) from None
+    deps.periodic.append(table.refresh)
+    deps.closers.append(store.close)
+    return table
+
+
+def run_now(coroutine: Any) -> Any:
+    """Await ``coroutine`` from compile time, which runs off the event loop (at start, or
+    in the reload's thread); inside a running loop it gets a thread of its own."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """A compiled check: ``run(request, context) -> Verdict`` on the head.

@@ -11,11 +11,9 @@ else anonymous with the client IP) goes into ``context.identity`` and every even
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hmac
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +23,7 @@ from apiward.errors import ConfigError
 from apiward.identity.jwt_config import JwtConfig
 from apiward.openapi.params import cookie_jar
 from apiward.openapi.security import Scheme, SecurityRequirement
-from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
+from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode, store_table
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 
 NAME = "identity"
@@ -278,28 +276,8 @@ def _jwt_verifier(verifier: Any, deps: Deps) -> Any:
 def _key_table(config: Config, deps: Deps) -> Any:
     """Every key of the store in memory (refreshed every few seconds by the gateway)."""
     from apiward.identity.apikeys import KeyTable
-    from apiward.state.store import StoreError, open_store
 
-    try:
-        store = open_store(config.key_store)
-        table = _run_now(KeyTable.load(store))
-    except (StoreError, OSError) as error:
-        raise ConfigError([f"apis ({deps.api_name}).checks.identity.key_store "
-                           f"({config.key_store}): {error}"]) from None
-    deps.periodic.append(table.refresh)
-    deps.closers.append(store.close)
-    return table
-
-
-def _run_now(coroutine: Any) -> Any:
-    """Await ``coroutine`` from compile time, which runs off the event loop (at start, or
-    in the reload's thread); inside a running loop it gets a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+    return store_table(config.key_store, KeyTable.load, deps, "identity.key_store")
 
 
 def _key_verifier(table: Any) -> Any:

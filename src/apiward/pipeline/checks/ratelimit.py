@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from apiward.config.units import Duration
 from apiward.errors import ConfigError
-from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode
+from apiward.pipeline.check import NO_DEPS, Check, CheckConfig, Deps, Mode, store_table
 from apiward.pipeline.verdict import ALLOW, Verdict, deny
 from apiward.ratelimit.gcra import Decision, Rate, parse_rate, seconds
 
@@ -620,16 +620,6 @@ def _remote(config: Config, deps: Deps, local: LocalLimiter) -> Any:
 def _lists(config: Config, deps: Deps) -> Any:
     if config.lists is None:
         return None
-    from apiward.pipeline.checks.identity import _run_now
     from apiward.ratelimit.lists import ListTable
-    from apiward.state.store import StoreError, open_store, redact_url
 
-    try:
-        store = open_store(config.lists)
-        table = _run_now(ListTable.load(store))
-    except (StoreError, OSError) as error:
-        raise ConfigError([f"apis ({deps.api_name}).checks.ratelimit.lists "
-                           f"({redact_url(config.lists)}): {error}"]) from None
-    deps.periodic.append(table.refresh)
-    deps.closers.append(store.close)
-    return table
+    return store_table(config.lists, ListTable.load, deps, "ratelimit.lists")
