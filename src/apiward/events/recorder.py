@@ -16,7 +16,7 @@ from typing import Any
 
 from apiward.inventory.aggregates import CallRecord, Inventory
 from apiward.inventory.persist import save, writer_id
-from apiward.state.store import Store
+from apiward.state.store import Store, StoreError
 
 log = logging.getLogger("apiward.inventory")
 
@@ -39,6 +39,7 @@ class Recorder:
         self._saved = 0.0
         self._writer: str | None = None
         self._busy = False
+        self._failing = False
 
     def record(self, item: tuple[Any, ...]) -> None:
         pending = self.pending
@@ -67,7 +68,17 @@ class Recorder:
                 self._saved = now
                 if self._writer is None:
                     self._writer = writer_id()  # in the worker: its own pid
-                await save(self.store, self._writer, self.inventory)
+                try:
+                    await save(self.store, self._writer, self.inventory)
+                except StoreError as error:  # counts stay in memory; the next save retries
+                    if not self._failing:
+                        log.error("inventory: saving failed, the counts are kept and saved "
+                                  "when the store works again: %s", error)
+                    self._failing = True
+                else:
+                    if self._failing:
+                        log.info("inventory: saved again")
+                    self._failing = False
         finally:
             self._busy = False
 
