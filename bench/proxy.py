@@ -197,6 +197,21 @@ def apiward_spec_command(env: Env, port: int) -> list[str]:
             env.upstream_url, "--workers", "1", "--spec", str(BENCH_DIR / "validation_spec.yaml")]
 
 
+def apiward_ratelimit_command(env: Env, port: int) -> list[str]:
+    """Pass-through apiward with a per-client rate limit no client reaches (memory store):
+    what one decision costs per request in the live server, RateLimit headers included."""
+    config = f"""\
+listen: 127.0.0.1:{port}
+events: {{stdout: false}}
+apis:
+  - name: bench
+    upstream: {{url: "{env.upstream_url}"}}
+    checks:
+      ratelimit: {{rules: [{{name: per-client, key: ip, limits: ["100000000/s"]}}]}}
+"""
+    return apiward_config_command(env, "apiward-ratelimit", config)
+
+
 def apiward_inventory_command(env: Env, port: int) -> list[str]:
     """Pass-through apiward recording every call into the endpoint inventory (SQLite)."""
     config = f"""\
@@ -231,6 +246,8 @@ SUTS: tuple[Sut, ...] = (
     Sut("apiward-checks", "apiward with methods + ipfilter checks", apiward_checks_command),
     Sut("apiward-spec", "apiward validating a GET with path + 3 query parameters by its spec",
         apiward_spec_command, path=SPEC_PATH),
+    Sut("apiward-ratelimit", "apiward pass-through with a per-client rate limit (memory)",
+        apiward_ratelimit_command, default=False),
     Sut("apiward-inventory", "apiward pass-through recording every call (inventory)",
         apiward_inventory_command, default=False),
     Sut("apiward-idle", "apiward pass-through, limits for --connections-test", apiward_idle_command,
@@ -665,6 +682,7 @@ RATIOS = (
     ("apiward-checks", "apiward"),
     ("apiward-spec", "apiward"),
     ("apiward-inventory", "apiward"),
+    ("apiward-ratelimit", "apiward"),
 )
 RATIO_METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "peak_rss_kb")
 TABLE_HEADERS = (
