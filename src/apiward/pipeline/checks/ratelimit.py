@@ -377,6 +377,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
         from apiward.ratelimit.redis_limiter import UNAVAILABLE as unavailable
 
     every_call = all(rule.everything for rule in rules)
+    by_status = any(rule.count_status is not None for rule in rules)
 
     def rules_for(request: Any, context: Any) -> tuple[CompiledRule, ...]:
         if every_call:
@@ -478,8 +479,8 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
     def after(request: Any, context: Any, status: int, refused_by: str | None) -> None:
         """Give back what a call refused further on was charged; count the calls whose
         cost is decided by their status."""
-        if refused_by == NAME:
-            return
+        if (refused_by is None and not by_status) or refused_by == NAME:
+            return  # the common case: answered upstream, nothing decided by the status
         counted = context.limited
         if counted is None:
             if refused_by is None or context.pending is not None:
