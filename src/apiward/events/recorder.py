@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from apiward.inventory.aggregates import CallRecord, Inventory
+from apiward.inventory.aggregates import Inventory
 from apiward.inventory.persist import save, writer_id
 from apiward.state.store import Store, StoreError
 
@@ -25,9 +25,8 @@ CHUNK = 2_000  # records folded between two yields to the event loop
 
 
 class Recorder:
-    """``pending`` is appended to by the server: ``(api, method, host, path, template,
-    status, latency, request_bytes, response_bytes, identity_kind, identity_id,
-    credentials, action, time)``."""
+    """``pending`` is appended to by the server: plain tuples of ``CallRecord``'s fields,
+    in its order."""
 
     def __init__(self, store: Store, spec_templates: dict[str, set[tuple[str, str]]],
                  *, save_interval: float = 10.0, max_endpoints: int = 2000) -> None:
@@ -57,7 +56,7 @@ class Recorder:
             batch, self.pending = self.pending, []
             add = self.inventory.add
             for start in range(0, len(batch), CHUNK):
-                add([CallRecord(*item) for item in batch[start:start + CHUNK]])
+                add(batch[start:start + CHUNK])  # plain tuples in CallRecord's order
                 await asyncio.sleep(0)
             if self.dropped:
                 log.warning("inventory: %d calls came faster than they could be recorded and "

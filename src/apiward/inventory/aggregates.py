@@ -69,7 +69,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from apiward.inventory.templates import OVERFLOW, TemplateLearner
 
@@ -151,10 +151,11 @@ def window_value(bucket: int) -> int:
     return math.ceil(32 * 2 ** ((bucket - 32) / 8)) - 1
 
 
-@dataclass(slots=True)
-class CallRecord:
+class CallRecord(NamedTuple):
     """One call, as the server saw it: names and counts, never a body, a query or a
-    secret. ``path`` is the normalised path (no query); ``template`` the spec operation's
+    secret. A named tuple: the server records plain tuples of these fields in this
+    order, and ``Inventory.add`` takes either without building an object per call.
+    ``path`` is the normalised path (no query); ``template`` the spec operation's
     template when the call matched one (else None: learned here); ``latency`` in seconds;
     ``identity_kind`` "key"/"jwt"/"cert"/"anonymous"/None and ``identity_id`` a name or
     subject; ``credentials``: some were presented (valid or not); ``action`` "allow",
@@ -329,22 +330,19 @@ class Inventory:
         ids_sub = _IDS.sub
         log = math.log
         classes = _CLASSES
-        for r in records:
-            api = r.api
-            method = r.method
-            template = r.template
+        for (api, method, _host, path, template, status, latency, request_bytes,
+             response_bytes, kind, ident, credentials, action, t) in records:
             learned = template is None
             if learned:
                 state = apis.get(api)
                 if state is None:
                     state = self._api(api)
                 learner = state.learner
-                learner.observe(method, r.path)
+                learner.observe(method, path)
                 nodes = learner.memory_nodes()
                 if nodes != state.nodes:  # the trie changed: a word may be a literal now
                     state.nodes = nodes
                     state.cache.clear()
-                path = r.path
                 cache = state.cache
                 template = cache.get(path)  # a path without ids is its own key
                 if template is None:
@@ -356,11 +354,9 @@ class Inventory:
             if ep is None:
                 ep = self._endpoint(api, method, template, learned)
             ep.calls += 1
-            status = r.status
             cls = classes[status // 100] if 99 < status < 600 else "other"
             by_class = ep.by_class
             by_class[cls] = by_class.get(cls, 0) + 1
-            action = r.action
             if action != "allow":
                 if action == "block":
                     ep.blocked += 1
@@ -368,37 +364,32 @@ class Inventory:
                     ep.would_block += 1
                 elif action == "error":
                     ep.errors += 1
-            if not r.credentials:
+            if not credentials:
                 ep.unauthenticated += 1
                 if action == "allow" or action == "would_block":
                     ep.unauthenticated_passed += 1
-            t = r.time
             if t > ep.last_seen:
                 ep.last_seen = t
             if t < ep.first_seen:
                 ep.first_seen = t
-            latency = r.latency
             if LAT_LOW <= latency < _HUGE:
                 index = int(log(latency * _INV_LOW) * _INV_LOG_RATIO) + 1
                 ep.latency[index if index < _TOP else _TOP] += 1
             else:  # below the first bucket, NaN, or above the last (inf too)
                 ep.latency[_TOP if latency >= _HUGE else 0] += 1
-            ep.request_bytes += r.request_bytes
-            ep.response_bytes += r.response_bytes
-            ident = r.identity_id
-            if ident is not None:
-                kind = r.identity_kind
-                if kind != "anonymous":
-                    client = ep.clients.get((kind or "", ident))
-                    if client is None:
-                        client = self._client(ep, kind, ident, t)
-                    client.calls += 1
-                    if t > client.last_seen:
-                        client.last_seen = t
-                    minute = t // 60
-                    if minute > client.minute:
-                        client.close(minute, ep)
-                    client.current += 1  # a late record counts in the open window
+            ep.request_bytes += request_bytes
+            ep.response_bytes += response_bytes
+            if ident is not None and kind != "anonymous":
+                client = ep.clients.get((kind or "", ident))
+                if client is None:
+                    client = self._client(ep, kind, ident, t)
+                client.calls += 1
+                if t > client.last_seen:
+                    client.last_seen = t
+                minute = t // 60
+                if minute > client.minute:
+                    client.close(minute, ep)
+                client.current += 1  # a late record counts in the open window
 
     def _api(self, api: str) -> _Api:
         state = _Api(TemplateLearner(max_nodes=self.learner_nodes))
