@@ -42,7 +42,7 @@ import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
@@ -52,8 +52,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from apiward.ratelimit.gcra import Decision, Rate
 from apiward.ratelimit.local import BanRule, LocalLimiter
 from apiward.ratelimit.resp import ReplyError, RespClient, Script, bulk, command
-from apiward.state.redis import DEFAULT_PREFIX, OPTIONS
-from apiward.state.store import REDIS_SCHEMES, redact_url
+from apiward.state.redis import DEFAULT_PREFIX, parse_redis_url
+from apiward.state.store import redact_url
 
 log = logging.getLogger("apiward")
 
@@ -223,7 +223,7 @@ class RedisLimiter:
                  timeout: float | None = None, connect_timeout: float | None = None,
                  max_connections: int | None = None) -> None:
         self.url = redact_url(url)
-        base, self.cluster, options = _parse(url, self.url)
+        base, self.cluster, options = parse_redis_url(url, self.url)
         given = options.pop("prefix", DEFAULT_PREFIX)
         self.prefix = prefix if prefix is not None else given
         if "{" in self.prefix or "}" in self.prefix:
@@ -581,24 +581,3 @@ def _server(url: str, shown: str, files: dict[str, Any]
     password = unquote(parts.password) if parts.password is not None else None
     return ({"host": parts.hostname or "localhost", "port": port, "db": int(db),
              "username": username, "password": password}, files if tls else None)
-
-
-def _parse(url: str, shown: str) -> tuple[str, bool, dict[str, Any]]:
-    """A store URL's base (for redis-py), whether it names a cluster, and its options."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in REDIS_SCHEMES:
-        raise ValueError(f"{shown}: not a Redis URL; write redis://host:port/db, rediss://… "
-                         "or redis+cluster://host:port")
-    options: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        kind = OPTIONS.get(name)
-        if kind is None:
-            raise ValueError(f"{shown}: unknown option {name!r}; the URL takes "
-                             f"{', '.join(OPTIONS)}")
-        try:
-            options[name] = kind(value)
-        except ValueError:
-            raise ValueError(f"{shown}: {name}={value!r} is not valid") from None
-    return urlunsplit(parts._replace(scheme=scheme.split("+")[0], query="")), \
-        scheme.endswith("+cluster"), options

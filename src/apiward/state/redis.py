@@ -97,6 +97,31 @@ def _px(ttl: float) -> int:
     return max(1, math.ceil(ms - 1e-6))  # the 1e-6 ms forgives float noise: 1.1 s is 1100
 
 
+def parse_redis_url(url: str, shown: str) -> tuple[str, bool, dict[str, Any]]:
+    """A Redis URL's base (``redis://…`` or ``rediss://…``, no query), whether it names a
+    cluster (``+cluster``), and its query options typed by ``OPTIONS``; ValueError
+    starting with ``shown`` (the URL as it may be printed) otherwise. Shared by the store
+    and the rate limiter."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError(f"{shown}: not a Redis URL; write redis://host:port/db, rediss://… "
+                         "or redis+cluster://host:port")
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        kind = OPTIONS.get(name)
+        if kind is None:
+            raise ValueError(f"{shown}: unknown option {name!r}; the URL takes "
+                             f"{', '.join(OPTIONS)}")
+        try:
+            options[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"{shown}: {name}={value!r} is not "
+                             f"{'a number' if kind is not str else 'valid'}") from None
+    return (urlunsplit(parts._replace(scheme=scheme.split("+")[0], query="")),
+            scheme.endswith("+cluster"), options)
+
+
 class RedisStore:
     """A ``Store`` in Redis: ``redis://[user:password@]host:port/db``, ``rediss://`` for
     TLS, ``redis+cluster://host:port`` (or ``rediss+cluster://``) for Redis Cluster."""
@@ -106,22 +131,10 @@ class RedisStore:
                  max_connections: int | None = None) -> None:
         self.url = redact_url(url)
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in REDIS_SCHEMES:
-            raise StoreError(f"store {self.url!r}: not a Redis URL; write "
-                             "redis://host:port/db, rediss://… or redis+cluster://host:port")
-        self.cluster = scheme.endswith("+cluster")
-        options: dict[str, Any] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            kind = OPTIONS.get(name)
-            if kind is None:
-                raise StoreError(f"store {self.url!r}: unknown option {name!r}; the URL "
-                                 f"takes {', '.join(OPTIONS)}")
-            try:
-                options[name] = kind(value)
-            except ValueError:
-                raise StoreError(f"store {self.url!r}: {name}={value!r} is not "
-                                 f"{'a number' if kind is not str else 'valid'}") from None
+        try:
+            base, self.cluster, options = parse_redis_url(url, f"store {self.url!r}")
+        except ValueError as error:
+            raise StoreError(str(error)) from None
         given = {"prefix": prefix, "connect_timeout": connect_timeout, "timeout": timeout,
                  "max_connections": max_connections}
         options.update({k: v for k, v in given.items() if v is not None})
@@ -134,10 +147,9 @@ class RedisStore:
             raise StoreError(f"store {self.url!r}: connect_timeout, timeout and "
                              "max_connections must be > 0")
         self._ssl = options  # what is left: the ssl_* files
-        if self._ssl and not scheme.startswith("rediss"):
+        if self._ssl and not base.startswith("rediss"):
             raise StoreError(f"store {self.url!r}: {', '.join(self._ssl)} need TLS; write "
                              "rediss://")
-        base = urlunsplit(parts._replace(scheme=scheme.split("+")[0], query=""))
         db = parts.path.strip("/")
         if self.cluster and db not in ("", "0"):
             raise StoreError(f"store {self.url!r}: Redis Cluster has only database 0; "
