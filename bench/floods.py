@@ -1246,13 +1246,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def select_names(only: str | None) -> list[str]:
-    if not only:
-        return list(SUT_NAMES)
-    wanted = [name.strip() for name in only.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in SUT_NAMES]
-    if unknown:
-        raise BenchError(f"unknown proxy {', '.join(unknown)}; known: {', '.join(SUT_NAMES)}")
-    return wanted
+    return proxy.parse_only(only, SUT_NAMES, "proxy") if only else list(SUT_NAMES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1153,11 +1153,18 @@ def select_suts(only: str | None, connections_mode: bool) -> list[Sut]:
     by_name = {sut.name: sut for sut in SUTS}
     if not only:
         return [by_name["apiward-idle"]] if connections_mode else [s for s in SUTS if s.default]
+    return [by_name[name] for name in parse_only(only, by_name, "SUT")]
+
+
+def parse_only(only: str, known: Iterable[str], what: str) -> list[str]:
+    """The names of a comma-separated ``--only``, each one of ``known`` (BenchError
+    naming the unknown ones and what is known); shared by every bench script."""
+    known = list(known)
     wanted = [name.strip() for name in only.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in by_name]
+    unknown = [name for name in wanted if name not in known]
     if unknown:
-        raise BenchError(f"unknown SUT {', '.join(unknown)}; known: {', '.join(by_name)}")
-    return [by_name[name] for name in wanted]
+        raise BenchError(f"unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+    return wanted
 
 
 def run_bench(prepare: Callable[[], Any], run: Callable[[Processes, Path, Any], int],

@@ -1061,13 +1061,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def select_names(only: str | None) -> list[str]:
-    if not only:
-        return list(SUT_NAMES)
-    wanted = [name.strip() for name in only.split(",") if name.strip()]
-    unknown = [name for name in wanted if name not in COMMANDS]
-    if unknown:
-        raise BenchError(f"unknown server {', '.join(unknown)}; known: {', '.join(COMMANDS)}")
-    return wanted
+    return proxy.parse_only(only, COMMANDS, "server") if only else list(SUT_NAMES)
 
 
 def check_prerequisites(args: argparse.Namespace) -> None:
