@@ -191,3 +191,13 @@ def test_config_errors_say_what_is_expected() -> None:
                                 {"name": "a", "limits": ["1/s"]}])
     with pytest.raises(ValidationError, match="count_status"):
         ratelimit.Config(rules=[{"limits": ["1/s"], "count_status": [42]}])
+
+
+def test_several_rules_each_report_their_state_in_the_headers() -> None:
+    check = build(rules=[{"name": "fast", "key": "ip", "limits": ["10/s"]},
+                         {"name": "slow", "key": "ip", "limits": ["5/min", "100/day"]}])
+    _, _, context = call(check)
+    policy, state = context.response_lines.decode().split("\r\n")
+    assert policy == ('RateLimit-Policy: "fast";q=10;w=1, '
+                      '"slow-0";q=5;w=60, "slow-1";q=100;w=86400')
+    assert state == 'RateLimit: "fast";r=9;t=1, "slow-0";r=4;t=12'

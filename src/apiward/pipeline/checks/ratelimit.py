@@ -429,7 +429,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
             context.pending = decide_remote(counted, context)
             return ALLOW
         now = context.now
-        decision = None
+        decisions = []
         for item in counted:
             rule = item.rule
             peek = rule.count_status is not None
@@ -438,9 +438,10 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
             if not decision.allowed:
                 _give_back_local(counted, now)
                 return _refusal(rule, decision)
+            decisions.append(decision)
         context.limited = counted
         if headers:
-            context.response_lines = _lines(counted, decision, now, local)
+            context.response_lines = _lines(counted, decisions)
         return ALLOW
 
     async def decide_remote(counted: list[Counted], context: Any) -> Verdict:
@@ -467,7 +468,7 @@ def build(config: Config, mode: Mode, deps: Deps = NO_DEPS) -> Check:
             return refusal
         context.limited = counted
         if headers:
-            context.response_lines = _remote_lines(counted, decisions)
+            context.response_lines = _lines(counted, decisions)
         return ALLOW
 
     def _give_back_local(counted: list[Counted], now: float) -> None:
@@ -566,18 +567,14 @@ def _member_name(name: str, count: int, index: int) -> str:
     return f'"{name}"' if count == 1 else f'"{name}-{index}"'
 
 
-def _lines(counted: list[Counted], last: Decision | None, now: float,
-           local: LocalLimiter) -> bytes:
-    """RateLimit-Policy and RateLimit for an allowed call: every counted rule's state."""
-    if len(counted) == 1 and last is not None:
+def _lines(counted: list[Counted], decisions: list[Decision]) -> bytes:
+    """RateLimit-Policy and RateLimit for an allowed call: every counted rule's state, as
+    its decision left it (one rule, the common case, from bytes built at load)."""
+    if len(counted) == 1:
+        last = decisions[0]
         reset = last.reset
         return counted[0].rule.header_lines[last.tightest] + b"%d;t=%d" % (
             last.remaining, (int(reset) + (reset % 1 > 1e-9)) if reset > 0 else 0)
-    decisions = [local.peek(item.names, item.rule.rates, now, 0) for item in counted]
-    return _remote_lines(counted, decisions)
-
-
-def _remote_lines(counted: list[Counted], decisions: Any) -> bytes:
     policies = ", ".join(item.rule.policy for item in counted)
     state = ", ".join(f"{_member(item.rule, d.tightest)};r={d.remaining};t={seconds(d.reset)}"
                       for item, d in zip(counted, decisions, strict=True))
